@@ -1,0 +1,87 @@
+/**
+ * The one catalogue of denials. Every denial keygate can send is listed here with its
+ * HTTP status, gRPC code and public message; the denial body, metric labels, logs and
+ * the README's error table all derive from it (a test keeps the README in step).
+ */
+import { status as GrpcStatus } from "@grpc/grpc-js";
+
+export interface DenialTypeSpec {
+  /** HTTP status Envoy sends to the client. */
+  readonly httpStatus: number;
+  /** gRPC status in CheckResponse.status: 16 for 401, 7 otherwise, so Envoy denies even with failure_mode_allow. */
+  readonly grpcCode: number;
+  /** Public message; never echoes a credential, never tells an unknown token from a revoked one. */
+  readonly message: string;
+  /** One line for the README's error table: when this type is sent. */
+  readonly when: string;
+}
+
+export const DENIAL_TYPES = {
+  BAD_REQUEST: {
+    httpStatus: 400,
+    grpcCode: GrpcStatus.PERMISSION_DENIED,
+    message: "The request could not be authorized because it is malformed.",
+    when: "two different credentials in one request, or a JSON body that cannot be parsed where it must be read",
+  },
+  UNAUTHORIZED: {
+    httpStatus: 401,
+    grpcCode: GrpcStatus.UNAUTHENTICATED,
+    message: "A valid API key is required.",
+    when: "no credential (enforce), or an unknown, revoked, expired, disabled or malformed one",
+  },
+  FORBIDDEN: {
+    httpStatus: 403,
+    grpcCode: GrpcStatus.PERMISSION_DENIED,
+    message: "This API key is not allowed to make this request.",
+    when: "the path is outside the client's routes, or the body's model outside its models",
+  },
+  PAYLOAD_TOO_LARGE: {
+    httpStatus: 413,
+    grpcCode: GrpcStatus.PERMISSION_DENIED,
+    message: "The request body is too large to be authorized.",
+    when: "Envoy truncated the body and no credential was found in what it sent",
+  },
+  KEY_UNAVAILABLE: {
+    httpStatus: 503,
+    grpcCode: GrpcStatus.PERMISSION_DENIED,
+    message: "The upstream credential for this client is unavailable.",
+    when: "the client's upstream key cannot be resolved (decryption failed, master key or env var missing)",
+  },
+  UNAVAILABLE: {
+    httpStatus: 503,
+    grpcCode: GrpcStatus.PERMISSION_DENIED,
+    message: "The authorization service is not ready.",
+    when: "no keystore generation has ever been loaded (also sent by Envoy when keygate is unreachable)",
+  },
+} as const satisfies Record<string, DenialTypeSpec>;
+
+export type DenialType = keyof typeof DENIAL_TYPES;
+
+/**
+ * Why a request is denied, finer than the type: logged and counted, never sent to the
+ * client (the client sees only the type's message). Several reasons share a type so that
+ * a caller cannot tell an unknown token from a revoked one.
+ */
+export const DENIAL_REASONS = {
+  credential_missing: "UNAUTHORIZED",
+  credential_malformed: "UNAUTHORIZED",
+  credential_checksum: "UNAUTHORIZED",
+  credential_unknown: "UNAUTHORIZED",
+  credential_expired: "UNAUTHORIZED",
+  client_disabled: "UNAUTHORIZED",
+  route_not_allowed: "FORBIDDEN",
+  model_not_allowed: "FORBIDDEN",
+  conflicting_credentials: "BAD_REQUEST",
+  invalid_json_body: "BAD_REQUEST",
+  invalid_api_key_field: "BAD_REQUEST",
+  body_truncated: "PAYLOAD_TOO_LARGE",
+  key_unavailable: "KEY_UNAVAILABLE",
+  keystore_unavailable: "UNAVAILABLE",
+} as const satisfies Record<string, DenialType>;
+
+export type DenialReason = keyof typeof DENIAL_REASONS;
+
+/** The type a reason is reported as. */
+export function denialTypeOf(reason: DenialReason): DenialType {
+  return DENIAL_REASONS[reason];
+}

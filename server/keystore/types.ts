@@ -1,0 +1,90 @@
+/**
+ * The keystore's data model, shared by the YAML loader, the SQLite store, the Check
+ * path and the CLI. Plain data only: no secrets in clear (tokens are digests, upstream
+ * keys are `enc:`/`env:` references).
+ */
+
+export type ClientKind = "client" | "internal";
+
+export interface KeystoreToken {
+  /** Lowercase hex SHA-256 of the token. */
+  readonly digest: string;
+  /** Expiry in epoch milliseconds, or null for none. */
+  readonly expiresAt: number | null;
+}
+
+export interface KeystoreClient {
+  readonly id: string;
+  readonly name: string | null;
+  readonly kind: ClientKind;
+  readonly disabled: boolean;
+  readonly tokens: readonly KeystoreToken[];
+  /** `enc:v1:<kid>:<b64>` or `env:VAR`, never a key in clear; null when absent. */
+  readonly upstreamKey: string | null;
+  /** Path-prefix allow-list; null means every path. */
+  readonly routes: readonly string[] | null;
+  /** Glob allow-list for the JSON body's `model`; null means every model. */
+  readonly models: readonly string[] | null;
+}
+
+export interface Keystore {
+  readonly version: 1;
+  /** Fallback upstream key reference for clients without their own; null when absent. */
+  readonly defaultUpstreamKey: string | null;
+  readonly clients: readonly KeystoreClient[];
+}
+
+/** A problem found in keystore.yaml, located for `file:line:column: message` output. */
+export interface KeystoreIssue {
+  readonly file: string;
+  readonly line: number;
+  readonly column: number;
+  readonly message: string;
+}
+
+export function formatIssue(issue: KeystoreIssue): string {
+  return `${issue.file}:${issue.line}:${issue.column}: ${issue.message}`;
+}
+
+/** A keystore that parsed and validated, with what the operator should still hear about. */
+export interface LoadedKeystore {
+  readonly keystore: Keystore;
+  /** Lowercase hex SHA-256 of the file's bytes. */
+  readonly sourceSha256: string;
+  /** Non-fatal problems, e.g. an `enc:` value whose kid is not loaded (that client answers 503). */
+  readonly warnings: readonly KeystoreIssue[];
+}
+
+/** Thrown when keystore.yaml cannot be used; message is the issues, one per line. */
+export class KeystoreError extends Error {
+  readonly issues: readonly KeystoreIssue[];
+  constructor(issues: readonly KeystoreIssue[]) {
+    super(issues.map(formatIssue).join("\n"));
+    this.name = "KeystoreError";
+    this.issues = issues;
+  }
+}
+
+/** One keystore generation as recorded in SQLite. */
+export interface Generation {
+  readonly id: number;
+  readonly sourceSha256: string;
+  /** ISO 8601 time the generation was applied. */
+  readonly loadedAt: string;
+  readonly clientCount: number;
+  readonly defaultUpstreamKey: string | null;
+}
+
+/** What a Check sees when a digest is found in the current generation. */
+export interface TokenMatch {
+  readonly generation: number;
+  readonly clientId: string;
+  readonly kind: ClientKind;
+  readonly disabled: boolean;
+  /** Expiry of the matched token (epoch ms) or null. */
+  readonly expiresAt: number | null;
+  /** The client's own upstream key reference, or the generation's default, or null. */
+  readonly upstreamKey: string | null;
+  readonly routes: readonly string[] | null;
+  readonly models: readonly string[] | null;
+}
