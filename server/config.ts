@@ -1,0 +1,202 @@
+/**
+ * Configuration: environment variables validated once at start-up against
+ * schemas/config.schema.json, cross-checked, turned into derived values and frozen.
+ * Nothing on the request path reads the environment.
+ */
+import { readFileSync } from "node:fs";
+import { Ajv } from "ajv";
+import { MasterKeyError, type MasterKeys, parseMasterKeys } from "./crypto/aes-gcm.js";
+import { readSchema } from "./paths.js";
+
+export const MODES = ["enforce", "recognize", "dry-run", "off"] as const;
+export type Mode = (typeof MODES)[number];
+
+export type ListenAddress =
+  | { readonly kind: "tcp"; readonly host: string; readonly port: number }
+  | { readonly kind: "unix"; readonly path: string };
+
+export interface Config {
+  readonly keystorePath: string;
+  /** Whether KEYGATE_KEYSTORE was set: an explicit path is never created (fail closed). */
+  readonly keystoreExplicit: boolean;
+  readonly dbPath: string;
+  readonly grpcAddress: ListenAddress;
+  readonly adminAddress: { readonly host: string; readonly port: number };
+  readonly mode: Mode;
+  readonly upstreamHeader: string;
+  readonly clientIdHeader: string;
+  readonly masterKeys: MasterKeys;
+  readonly logLevel: string;
+  readonly metadataUpstreamKey: boolean;
+  readonly grpcMaxReceiveBytes: number;
+  readonly drainTimeoutMs: number;
+}
+
+const DEFAULTS = {
+  KEYGATE_KEYSTORE: "./keystore.yaml",
+  KEYGATE_DB: "./data/keystore.db",
+  KEYGATE_GRPC_ADDR: "0.0.0.0:9191",
+  KEYGATE_ADMIN_ADDR: "127.0.0.1:9192",
+  KEYGATE_MODE: "enforce",
+  KEYGATE_UPSTREAM_HEADER: "x-api-key",
+  KEYGATE_CLIENT_ID_HEADER: "x-client-id",
+  KEYGATE_LOG_LEVEL: "info",
+  KEYGATE_METADATA_UPSTREAM_KEY: "false",
+  // Envoy's reference max_request_bytes is 1 MiB; headers and framing come on top.
+  KEYGATE_GRPC_MAX_RECEIVE_BYTES: String(8 * 1024 * 1024),
+  KEYGATE_DRAIN_TIMEOUT_MS: "10000",
+} as const;
+
+/** Headers keygate itself uses to find credentials; the configured headers must not collide with them unexpectedly. */
+const RESERVED_HEADERS = new Set(["authorization", "host", "content-type", "content-length"]);
+
+/** A configuration problem, always naming the variable; its message is the one line printed at start-up. */
+export class ConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = "ConfigError";
+    this.variable = variable;
+  }
+}
+
+const ajv = new Ajv({ allErrors: false, strict: true });
+const validateEnv = ajv.compile(readSchema("config.schema.json"));
+
+function pickKeygateVars(env: NodeJS.ProcessEnv): Record<string, string> {
+  const picked: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (name.startsWith("KEYGATE_") && value !== undefined && value !== "") picked[name] = value;
+  }
+  return picked;
+}
+
+function describeSchemaError(vars: Record<string, string>): ConfigError {
+  const error = validateEnv.errors?.[0];
+  if (!error) return new ConfigError("KEYGATE_*", "invalid configuration");
+  if (error.keyword === "additionalProperties" || error.keyword === "propertyNames") {
+    const name = String(error.params.additionalProperty ?? error.params.propertyName ?? "");
+    return new ConfigError(
+      name,
+      `unknown variable (known: ${Object.keys(DEFAULTS).join(", ")}, KEYGATE_MASTER_KEY, KEYGATE_MASTER_KEY_FILE)`,
+    );
+  }
+  const variable = error.instancePath.slice(1);
+  // Never echo key material back, even in an error.
+  const shown = variable.startsWith("KEYGATE_MASTER_KEY")
+    ? ""
+    : ` (got ${JSON.stringify(vars[variable])})`;
+  const allowed =
+    error.keyword === "enum"
+      ? `must be one of ${(error.params.allowedValues as string[]).join(", ")}`
+      : describeFormat(variable);
+  return new ConfigError(variable, `${allowed}${shown}`);
+}
+
+function describeFormat(variable: string): string {
+  switch (variable) {
+    case "KEYGATE_GRPC_ADDR":
+      return "must be host:port, [ipv6]:port or unix:/path";
+    case "KEYGATE_ADMIN_ADDR":
+      return "must be host:port or [ipv6]:port";
+    case "KEYGATE_UPSTREAM_HEADER":
+    case "KEYGATE_CLIENT_ID_HEADER":
+      return "must be a lower-case HTTP header name";
+    default:
+      return "must be a positive integer or a non-empty string as documented";
+  }
+}
+
+function parseHostPort(variable: string, value: string): { host: string; port: number } {
+  const colon = value.lastIndexOf(":");
+  const host = value.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
+  const port = Number(value.slice(colon + 1));
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new ConfigError(variable, `port must be 0-65535 (got ${JSON.stringify(value)})`);
+  }
+  return { host, port };
+}
+
+function parseGrpcAddress(value: string): ListenAddress {
+  if (value.startsWith("unix:"))
+    return { kind: "unix", path: value.slice("unix:".length).replace(/^\/\/(?=\/)/, "") };
+  return { kind: "tcp", ...parseHostPort("KEYGATE_GRPC_ADDR", value) };
+}
+
+function loadMasterKeys(vars: Record<string, string>): MasterKeys {
+  const inline = vars.KEYGATE_MASTER_KEY;
+  const file = vars.KEYGATE_MASTER_KEY_FILE;
+  if (inline !== undefined && file !== undefined) {
+    throw new ConfigError(
+      "KEYGATE_MASTER_KEY_FILE",
+      "set either KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE, not both",
+    );
+  }
+  let spec = inline;
+  let variable = "KEYGATE_MASTER_KEY";
+  if (file !== undefined) {
+    variable = "KEYGATE_MASTER_KEY_FILE";
+    try {
+      spec = readFileSync(file, "utf8");
+    } catch (error) {
+      throw new ConfigError(
+        variable,
+        `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? "error"}`,
+      );
+    }
+  }
+  if (spec === undefined) return new Map();
+  try {
+    return parseMasterKeys(spec);
+  } catch (error) {
+    if (error instanceof MasterKeyError) throw new ConfigError(variable, error.message);
+    throw error;
+  }
+}
+
+/**
+ * Reads and validates keygate's configuration.
+ * @throws ConfigError naming the first bad variable.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const given = pickKeygateVars(env);
+  if (!validateEnv(given)) throw describeSchemaError(given);
+  const vars: Record<string, string> = { ...DEFAULTS, ...given };
+  const upstreamHeader = vars.KEYGATE_UPSTREAM_HEADER as string;
+  const clientIdHeader = vars.KEYGATE_CLIENT_ID_HEADER as string;
+  for (const [variable, header] of [
+    ["KEYGATE_UPSTREAM_HEADER", upstreamHeader],
+    ["KEYGATE_CLIENT_ID_HEADER", clientIdHeader],
+  ] as const) {
+    if (RESERVED_HEADERS.has(header) || header.startsWith(":")) {
+      throw new ConfigError(variable, `"${header}" is reserved; choose another header`);
+    }
+  }
+  if (upstreamHeader === clientIdHeader) {
+    throw new ConfigError("KEYGATE_CLIENT_ID_HEADER", "must differ from KEYGATE_UPSTREAM_HEADER");
+  }
+  const grpcMaxReceiveBytes = Number(vars.KEYGATE_GRPC_MAX_RECEIVE_BYTES);
+  if (grpcMaxReceiveBytes < 64 * 1024) {
+    throw new ConfigError(
+      "KEYGATE_GRPC_MAX_RECEIVE_BYTES",
+      "must be at least 65536 (Envoy sends the request body)",
+    );
+  }
+  return Object.freeze({
+    keystorePath: vars.KEYGATE_KEYSTORE as string,
+    keystoreExplicit: given.KEYGATE_KEYSTORE !== undefined,
+    dbPath: vars.KEYGATE_DB as string,
+    grpcAddress: Object.freeze(parseGrpcAddress(vars.KEYGATE_GRPC_ADDR as string)),
+    adminAddress: Object.freeze(
+      parseHostPort("KEYGATE_ADMIN_ADDR", vars.KEYGATE_ADMIN_ADDR as string),
+    ),
+    mode: vars.KEYGATE_MODE as Mode,
+    upstreamHeader,
+    clientIdHeader,
+    masterKeys: loadMasterKeys(given),
+    logLevel: vars.KEYGATE_LOG_LEVEL as string,
+    metadataUpstreamKey: vars.KEYGATE_METADATA_UPSTREAM_KEY === "true",
+    grpcMaxReceiveBytes,
+    drainTimeoutMs: Number(vars.KEYGATE_DRAIN_TIMEOUT_MS),
+  });
+}

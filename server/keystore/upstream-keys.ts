@@ -1,0 +1,51 @@
+/**
+ * Resolves upstream key references (`enc:v1:…`, `env:VAR`) to the key sent upstream.
+ * Results are memoised per client and reference so a Check decrypts at most once per
+ * generation; the memo is cleared whenever a new generation is applied.
+ */
+
+import type { UpstreamKey } from "../auth/decide.js";
+import { decryptSecret, type MasterKeys } from "../crypto/aes-gcm.js";
+
+const UNAVAILABLE: UpstreamKey = { kind: "unavailable" };
+const NONE: UpstreamKey = { kind: "none" };
+/** A header value may not carry CR, LF or NUL; such a key would be rejected by Envoy anyway. */
+const UNSAFE_HEADER_VALUE = /[\r\n\0]/;
+
+export class UpstreamKeyResolver {
+  private readonly memo = new Map<string, UpstreamKey>();
+
+  constructor(
+    private readonly masterKeys: MasterKeys,
+    private readonly env: Readonly<Record<string, string | undefined>>,
+  ) {}
+
+  /** The key for a client's reference; never throws, unresolvable is "unavailable". */
+  resolve(reference: string | null, clientId: string): UpstreamKey {
+    if (reference === null) return NONE;
+    const memoKey = `${clientId}\n${reference}`;
+    let resolved = this.memo.get(memoKey);
+    if (resolved === undefined) {
+      resolved = this.resolveUncached(reference, clientId);
+      this.memo.set(memoKey, resolved);
+    }
+    return resolved;
+  }
+
+  /** Forgets memoised keys, e.g. when a new keystore generation is applied. */
+  clear(): void {
+    this.memo.clear();
+  }
+
+  private resolveUncached(reference: string, clientId: string): UpstreamKey {
+    let value: string | undefined;
+    if (reference.startsWith("env:")) value = this.env[reference.slice("env:".length)];
+    else if (reference.startsWith("enc:")) {
+      const decrypted = decryptSecret(reference, clientId, this.masterKeys);
+      value = decrypted.ok ? decrypted.value : undefined;
+    }
+    if (value === undefined || value.trim() === "" || UNSAFE_HEADER_VALUE.test(value))
+      return UNAVAILABLE;
+    return { kind: "value", value: value.trim() };
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * Composition: wires configuration, keystore, gRPC and admin servers together. No
+ * policy lives here. `startKeygate` is what `keygate serve` runs and what the
+ * integration tests start in-process.
+ */
+import { existsSync } from "node:fs";
+import { startAdminServer } from "./admin/admin-server.js";
+import { createMetrics, type Metrics } from "./admin/metrics.js";
+import type { Config } from "./config.js";
+import { createCheckService } from "./grpc/check-service.js";
+import { startGrpcServer } from "./grpc/grpc-server.js";
+import { KeystoreManager, type ReloadOutcome } from "./keystore/keystore-manager.js";
+import { KeystoreStore } from "./keystore/store.js";
+import { formatIssue } from "./keystore/types.js";
+import type { Logger } from "./logger.js";
+
+export interface RunningKeygate {
+  readonly grpcPort: number;
+  readonly adminPort: number;
+  readonly keystore: KeystoreManager;
+  readonly metrics: Metrics;
+  /** Re-reads keystore.yaml (SIGHUP, file watch). */
+  reload(): ReloadOutcome;
+  /** Drains in-flight checks, then closes everything. */
+  stop(): Promise<void>;
+}
+
+/** Start-up refused: the message is what the operator must fix. */
+export class StartupError extends Error {}
+
+/**
+ * Starts keygate.
+ * @throws StartupError when keystore.yaml exists but is invalid and there is no last good generation.
+ */
+export async function startKeygate(
+  config: Config,
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+): Promise<RunningKeygate> {
+  const metrics = createMetrics();
+  const store = KeystoreStore.open(config.dbPath);
+  const keystore = new KeystoreManager(store, {
+    path: config.keystorePath,
+    masterKeys: config.masterKeys,
+    env,
+    requireClients: config.mode === "enforce",
+    logger,
+  });
+
+  const first = keystore.reload();
+  if (
+    first.result === "failed" &&
+    keystore.generationId === null &&
+    existsSync(config.keystorePath)
+  ) {
+    store.close();
+    throw new StartupError(
+      `keystore is invalid and there is no last good generation to serve:\n${first.issues.map(formatIssue).join("\n")}`,
+    );
+  }
+
+  const grpc = await startGrpcServer({
+    address: config.grpcAddress,
+    maxReceiveBytes: config.grpcMaxReceiveBytes,
+    checkService: createCheckService({
+      mode: config.mode,
+      responseOptions: {
+        upstreamHeader: config.upstreamHeader,
+        clientIdHeader: config.clientIdHeader,
+        metadataUpstreamKey: config.metadataUpstreamKey,
+      },
+      keystore,
+      logger,
+      metrics,
+    }),
+  });
+  const admin = await startAdminServer({
+    host: config.adminAddress.host,
+    port: config.adminAddress.port,
+    metrics,
+    keystoreStatus: () => keystore.status(),
+  });
+
+  function observe(outcome: ReloadOutcome): ReloadOutcome {
+    const status = keystore.status();
+    metrics.reloads.inc({ result: outcome.result });
+    metrics.lastReload.set(Date.now() / 1000);
+    metrics.keystoreGeneration.set(status.generation?.id ?? 0);
+    metrics.keystoreClients.set(status.generation?.clientCount ?? 0);
+    metrics.keystoreStale.set(status.stale ? 1 : 0);
+    metrics.keystoreReady.set(status.generation ? 1 : 0);
+    grpc.setServing(status.generation !== null);
+    return outcome;
+  }
+  observe(first);
+
+  let stopping: Promise<void> | undefined;
+  return {
+    grpcPort: grpc.port,
+    adminPort: admin.port,
+    keystore,
+    metrics,
+    reload: () => observe(keystore.reload()),
+    stop() {
+      stopping ??= (async () => {
+        await grpc.drain(config.drainTimeoutMs);
+        await admin.close();
+        store.close();
+      })();
+      return stopping;
+    },
+  };
+}

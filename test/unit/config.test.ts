@@ -1,0 +1,116 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { ConfigError, loadConfig } from "../../server/config.js";
+import { generateMasterKey } from "../../server/crypto/aes-gcm.js";
+
+test("defaults match the documented table", (t) => {
+  const config = loadConfig({});
+  t.like(config, {
+    keystorePath: "./keystore.yaml",
+    keystoreExplicit: false,
+    dbPath: "./data/keystore.db",
+    grpcAddress: { kind: "tcp", host: "0.0.0.0", port: 9191 },
+    adminAddress: { host: "127.0.0.1", port: 9192 },
+    mode: "enforce",
+    upstreamHeader: "x-api-key",
+    clientIdHeader: "x-client-id",
+    logLevel: "info",
+    metadataUpstreamKey: false,
+  });
+  t.is(config.masterKeys.size, 0);
+  t.true(Object.isFrozen(config));
+});
+
+test("values are read and derived", (t) => {
+  const config = loadConfig({
+    KEYGATE_KEYSTORE: "/etc/keygate/keystore.yaml",
+    KEYGATE_GRPC_ADDR: "unix:/run/keygate.sock",
+    KEYGATE_ADMIN_ADDR: "[::1]:0",
+    KEYGATE_MODE: "dry-run",
+    KEYGATE_MASTER_KEY: `${generateMasterKey("a")},${generateMasterKey("b")}`,
+    KEYGATE_METADATA_UPSTREAM_KEY: "true",
+    PATH: "/usr/bin",
+  });
+  t.like(config, {
+    keystoreExplicit: true,
+    grpcAddress: { kind: "unix", path: "/run/keygate.sock" },
+    adminAddress: { host: "::1", port: 0 },
+    mode: "dry-run",
+    metadataUpstreamKey: true,
+  });
+  t.deepEqual([...config.masterKeys.keys()], ["a", "b"]);
+});
+
+test("the master key can come from a file", (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), "keygate-config-"));
+  const file = path.join(dir, "master.key");
+  writeFileSync(file, `${generateMasterKey("k9")}\n`);
+  t.deepEqual([...loadConfig({ KEYGATE_MASTER_KEY_FILE: file }).masterKeys.keys()], ["k9"]);
+});
+
+const secret = Buffer.alloc(31, 1).toString("base64");
+const bad: Array<[string, Record<string, string>, RegExp]> = [
+  [
+    "unknown mode",
+    { KEYGATE_MODE: "enforcing" },
+    /^KEYGATE_MODE: must be one of enforce, recognize, dry-run, off \(got "enforcing"\)$/,
+  ],
+  ["bad grpc address", { KEYGATE_GRPC_ADDR: "9191" }, /^KEYGATE_GRPC_ADDR: must be host:port/],
+  [
+    "port out of range",
+    { KEYGATE_ADMIN_ADDR: "127.0.0.1:70000" },
+    /^KEYGATE_ADMIN_ADDR: port must be 0-65535/,
+  ],
+  [
+    "upper-case header",
+    { KEYGATE_UPSTREAM_HEADER: "X-Api-Key" },
+    /^KEYGATE_UPSTREAM_HEADER: must be a lower-case HTTP header name/,
+  ],
+  [
+    "reserved header",
+    { KEYGATE_CLIENT_ID_HEADER: "authorization" },
+    /^KEYGATE_CLIENT_ID_HEADER: "authorization" is reserved/,
+  ],
+  [
+    "same header twice",
+    { KEYGATE_CLIENT_ID_HEADER: "x-api-key" },
+    /^KEYGATE_CLIENT_ID_HEADER: must differ/,
+  ],
+  ["bad log level", { KEYGATE_LOG_LEVEL: "loud" }, /^KEYGATE_LOG_LEVEL: must be one of/],
+  ["unknown variable (typo)", { KEYGATE_MOD: "off" }, /^KEYGATE_MOD: unknown variable/],
+  [
+    "short master key",
+    { KEYGATE_MASTER_KEY: `k1:${secret}` },
+    /^KEYGATE_MASTER_KEY: key "k1": must be 32 bytes/,
+  ],
+  [
+    "both master key sources",
+    { KEYGATE_MASTER_KEY: generateMasterKey("k1"), KEYGATE_MASTER_KEY_FILE: "/x" },
+    /^KEYGATE_MASTER_KEY_FILE: set either/,
+  ],
+  [
+    "missing master key file",
+    { KEYGATE_MASTER_KEY_FILE: "/nonexistent/master.key" },
+    /^KEYGATE_MASTER_KEY_FILE: cannot read .* ENOENT/,
+  ],
+  [
+    "tiny receive size",
+    { KEYGATE_GRPC_MAX_RECEIVE_BYTES: "1024" },
+    /^KEYGATE_GRPC_MAX_RECEIVE_BYTES: must be at least/,
+  ],
+];
+
+for (const [name, env, message] of bad) {
+  test(`config error: ${name} names the variable in one line`, (t) => {
+    const error = t.throws(() => loadConfig(env), { instanceOf: ConfigError });
+    t.regex(error?.message ?? "", message);
+    t.false(error?.message.includes("\n"));
+    t.false(error?.message.includes(secret), "key material is never echoed");
+  });
+}
+
+test("empty variables count as unset", (t) => {
+  t.is(loadConfig({ KEYGATE_MODE: "" }).mode, "enforce");
+});
