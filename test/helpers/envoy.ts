@@ -266,7 +266,8 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyProce
   });
   let exitReason: string | undefined;
   const exited = new Promise<void>((resolve) => {
-    child.once("exit", (code, signal) => {
+    // "close", not "exit": by then stdout/stderr are drained, so the output is complete.
+    child.once("close", (code, signal) => {
       exitReason = `code ${code}, signal ${signal}`;
       resolve();
     });

@@ -121,7 +121,8 @@ export async function startKeygate(options: StartKeygateOptions): Promise<Keygat
   });
   let status: ExitStatus | undefined;
   const exited = new Promise<ExitStatus>((resolve) => {
-    child.once("exit", (code, signal) => {
+    // "close", not "exit": by then stdout/stderr are drained, so the output is complete.
+    child.once("close", (code, signal) => {
       status = { code, signal };
       resolve(status);
     });
