@@ -31,7 +31,11 @@ type HeaderValueOption = {
   append_action: "OVERWRITE_IF_EXISTS_OR_ADD";
 };
 
-type StructValue = { string_value: string } | { number_value: number } | { bool_value: boolean };
+/**
+ * google.protobuf.Value as protobufjs encodes it. Its bundled well-known types are declared
+ * with camelCase fields (stringValue), unlike Envoy's protos, which keepCase leaves snake_case.
+ */
+type StructValue = { stringValue: string } | { numberValue: number } | { boolValue: boolean };
 
 export interface CheckResponse {
   status: { code: number; message?: string };
@@ -56,9 +60,9 @@ function metadata(
 ): CheckResponse["dynamic_metadata"] {
   const fields: Record<string, StructValue> = {};
   for (const [key, value] of Object.entries(entries)) {
-    if (typeof value === "string") fields[key] = { string_value: value };
-    else if (typeof value === "number") fields[key] = { number_value: value };
-    else if (typeof value === "boolean") fields[key] = { bool_value: value };
+    if (typeof value === "string") fields[key] = { stringValue: value };
+    else if (typeof value === "number") fields[key] = { numberValue: value };
+    else if (typeof value === "boolean") fields[key] = { boolValue: value };
   }
   return { fields };
 }

@@ -81,13 +81,13 @@ test("configured header names are used", (t) => {
 test("dynamic metadata carries client id, auth mode and generation, and the key only when asked", (t) => {
   const plain = buildResponse(allow({}), OPTIONS, CONTEXT).dynamic_metadata?.fields;
   t.deepEqual(plain, {
-    client_id: { string_value: "c1" },
-    auth_mode: { string_value: "known" },
-    keystore_generation: { number_value: 7 },
+    client_id: { stringValue: "c1" },
+    auth_mode: { stringValue: "known" },
+    keystore_generation: { numberValue: 7 },
   });
   const withKey = buildResponse(allow({}), { ...OPTIONS, metadataUpstreamKey: true }, CONTEXT)
     .dynamic_metadata?.fields;
-  t.deepEqual(withKey?.upstream_key, { string_value: "sk-up" });
+  t.deepEqual(withKey?.upstream_key, { stringValue: "sk-up" });
 });
 
 test("dry-run would-deny is visible in metadata", (t) => {
@@ -101,7 +101,7 @@ test("dry-run would-deny is visible in metadata", (t) => {
     OPTIONS,
     CONTEXT,
   );
-  t.deepEqual(response.dynamic_metadata?.fields.would_deny, { string_value: "UNAUTHORIZED" });
+  t.deepEqual(response.dynamic_metadata?.fields.would_deny, { stringValue: "UNAUTHORIZED" });
 });
 
 for (const reason of Object.keys(DENIAL_REASONS) as DenialReason[]) {

@@ -99,7 +99,7 @@ test("unknown kid, tampering and malformed values fail closed", (t) => {
     why: "unknown_kid",
   });
   const body = Buffer.from(value.split(":")[3] as string, "base64");
-  body[body.length - 1] ^= 1;
+  body.writeUInt8((body.at(-1) ?? 0) ^ 1, body.length - 1);
   t.like(decryptSecret(`enc:v1:k1:${body.toString("base64")}`, "a", KEY), {
     ok: false,
     why: "auth_failed",
