@@ -163,7 +163,8 @@ export function renderEnvoyConfig(ports: EnvoyPorts): string {
   for (const name of Object.keys(clusterPorts)) {
     if (!seen.has(name)) throw new Error(`envoy.yaml: cluster ${name} not found`);
   }
-  return doc.toString();
+  // lineWidth 0: never fold long strings such as the access log format operators.
+  return doc.toString({ lineWidth: 0 });
 }
 
 export interface EnvoyProcess {
