@@ -11,7 +11,11 @@ import {
 import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
 import type { CheckResponse } from "../../server/auth/build-response.js";
-import { AUTHORIZATION_SERVICE, EXTERNAL_AUTH_PROTO, LOADER_OPTIONS } from "../../server/grpc/protos.js";
+import {
+  AUTHORIZATION_SERVICE,
+  EXTERNAL_AUTH_PROTO,
+  LOADER_OPTIONS,
+} from "../../server/grpc/protos.js";
 
 export interface CheckClient {
   check(request: unknown): Promise<CheckResponse>;
@@ -33,8 +37,14 @@ function promisify<T>(method: Unary, request: unknown): Promise<T> {
 /** Connects to keygate at target (e.g. "127.0.0.1:9191"). */
 export function createCheckClient(target: string): CheckClient {
   // Enums as numbers, so tests compare HTTP status codes as Envoy reads them.
-  const definition = protoLoader.loadSync(EXTERNAL_AUTH_PROTO, { ...LOADER_OPTIONS, enums: Number });
-  const Authorization = makeGenericClientConstructor(definition[AUTHORIZATION_SERVICE] as never, "Authorization");
+  const definition = protoLoader.loadSync(EXTERNAL_AUTH_PROTO, {
+    ...LOADER_OPTIONS,
+    enums: Number,
+  });
+  const Authorization = makeGenericClientConstructor(
+    definition[AUTHORIZATION_SERVICE] as never,
+    "Authorization",
+  );
   const authorization = new Authorization(target, credentials.createInsecure(), {
     "grpc.max_send_message_length": 64 * 1024 * 1024,
   }) as unknown as Client & { Check: Unary };
