@@ -1,0 +1,479 @@
+import { createHash } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import test from "ava";
+import { ENC_PATTERN, encryptSecret, type MasterKeys } from "../../server/crypto/aes-gcm.js";
+import { type LoadOptions, parseKeystore, readKeystoreFile } from "../../server/keystore/load.js";
+import { formatIssue, type Keystore, KeystoreError } from "../../server/keystore/types.js";
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/keystores/", import.meta.url));
+const SCHEMA_FILE = fileURLToPath(new URL("../../schemas/keystore.schema.json", import.meta.url));
+/** The master key the fixtures' enc: values were made with (see valid-full.yaml). */
+const K1 = createHash("sha256").update("keygate test master key k1").digest();
+const LIGHTNING_KEY_PLAINTEXT = "sk-ant-test-lightning";
+const FULL_ENV = { ANTHROPIC_API_KEY: "sk-ant-default", BATCH_KEY: "sk-ant-batch" };
+
+function options(overrides: Partial<LoadOptions> = {}): LoadOptions {
+  return {
+    file: "keystore.yaml",
+    masterKeys: new Map([["k1", K1]]),
+    env: FULL_ENV,
+    requireClients: true,
+    ...overrides,
+  };
+}
+
+function fixture(name: string): string {
+  return path.join(FIXTURES, name);
+}
+
+function loadFixture(name: string, overrides: Partial<LoadOptions> = {}) {
+  const { file: _file, ...rest } = options(overrides);
+  return readKeystoreFile(fixture(name), rest);
+}
+
+function issuesOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof KeystoreError) return error.issues.map(formatIssue);
+    throw error;
+  }
+  throw new Error("expected a KeystoreError");
+}
+
+// ---------------------------------------------------------------- invalid fixtures
+
+interface InvalidCase {
+  readonly name: string;
+  readonly fixture: string;
+  /** Every issue expected, in order: `line:column` and a fragment of the message. */
+  readonly issues: ReadonlyArray<readonly [position: string, fragment: string]>;
+}
+
+const INVALID_CASES: readonly InvalidCase[] = [
+  {
+    name: "YAML syntax error is located where the parser stopped",
+    fixture: "invalid-yaml-syntax.yaml",
+    issues: [["6:1", "YAML: All mapping items must start at the same column"]],
+  },
+  {
+    name: "version other than 1",
+    fixture: "invalid-version.yaml",
+    issues: [["1:10", "version: must be 1"]],
+  },
+  {
+    name: "missing version",
+    fixture: "invalid-missing-version.yaml",
+    issues: [["1:1", "version: is required"]],
+  },
+  {
+    name: "digest that is not 64 hex characters",
+    fixture: "invalid-digest.yaml",
+    issues: [["5:17", "clients[0].tokens[0].sha256: must be 64 hexadecimal characters"]],
+  },
+  {
+    name: "client id outside the allowed pattern",
+    fixture: "invalid-id.yaml",
+    issues: [["3:9", "clients[0].id: must be 1-64 characters of a-z, 0-9"]],
+  },
+  {
+    name: "duplicate client id names the first use",
+    fixture: "invalid-duplicate-id.yaml",
+    issues: [
+      ["6:9", 'clients[1].id: duplicate client id "demo" (already used by clients[0] at line 3)'],
+    ],
+  },
+  {
+    name: "digest shared by two clients names both (case-insensitively)",
+    fixture: "invalid-duplicate-digest.yaml",
+    issues: [
+      [
+        "10:17",
+        'clients[1].tokens[1].sha256: digest 5e884898da28… of client "beta" already belongs to client "alpha" (clients[0].tokens[0])',
+      ],
+    ],
+  },
+  {
+    name: "digest listed twice for one client",
+    fixture: "invalid-duplicate-digest-same-client.yaml",
+    issues: [["6:17", 'is listed twice for client "alpha" (also clients[0].tokens[0])']],
+  },
+  {
+    name: "expires that is a date without a time",
+    fixture: "invalid-expires.yaml",
+    issues: [["6:18", "clients[0].tokens[0].expires: must be an RFC 3339 date-time"]],
+  },
+  {
+    name: "enc: value that is not base64",
+    fixture: "invalid-enc-malformed.yaml",
+    issues: [["6:19", "clients[0].upstream_key: must be enc:v1:<kid>:<base64> or env:VAR"]],
+  },
+  {
+    name: "enc: value too short to be a ciphertext",
+    fixture: "invalid-enc-truncated.yaml",
+    issues: [["6:19", "clients[0].upstream_key: the enc: value is too short"]],
+  },
+  {
+    name: "upstream key with CR/LF",
+    fixture: "invalid-upstream-key-crlf.yaml",
+    issues: [["6:19", "clients[0].upstream_key: must not contain a line break"]],
+  },
+  {
+    name: "empty upstream key",
+    fixture: "invalid-upstream-key-empty.yaml",
+    issues: [["6:19", "clients[0].upstream_key: must not be empty"]],
+  },
+  {
+    name: "provider key pasted in clear",
+    fixture: "invalid-upstream-key-clear.yaml",
+    issues: [
+      [
+        "3:17",
+        "defaults.upstream_key: must be enc:v1:<kid>:<base64> or env:VAR, never a key in clear",
+      ],
+    ],
+  },
+  {
+    name: "unknown field points at its key and lists the allowed ones",
+    fixture: "invalid-unknown-field.yaml",
+    issues: [
+      ["6:5", "clients[0].route: unknown field (allowed: id, name, tokens, upstream_key, routes"],
+    ],
+  },
+  {
+    name: "empty clients in enforce mode",
+    fixture: "invalid-empty-clients.yaml",
+    issues: [
+      ["4:10", "clients: is empty: in enforce mode an empty keystore would deny every request"],
+    ],
+  },
+  {
+    name: "client without tokens",
+    fixture: "invalid-no-tokens.yaml",
+    issues: [["4:13", "clients[0].tokens: must be a list of at least one token"]],
+  },
+  {
+    name: "kind outside the enum",
+    fixture: "invalid-kind.yaml",
+    issues: [["6:11", "clients[0].kind: must be one of: client, internal"]],
+  },
+  {
+    name: "route that does not start with /",
+    fixture: "invalid-route.yaml",
+    issues: [["8:9", "clients[0].routes[1]: must be a path prefix starting with /"]],
+  },
+  {
+    name: "every problem is reported, top to bottom",
+    fixture: "invalid-many-problems.yaml",
+    issues: [
+      ["6:17", "clients[0].tokens[0].sha256: must be 64 hexadecimal characters"],
+      ["7:9", 'clients[1].id: duplicate client id "alpha"'],
+      ["10:14", "clients[1].models[0]: must not be empty"],
+      ["11:15", "clients[1].disabled: must be true or false"],
+    ],
+  },
+];
+
+for (const { name, fixture: file, issues } of INVALID_CASES) {
+  test(`invalid keystore: ${name}`, (t) => {
+    const reported = issuesOf(() => loadFixture(file));
+    t.is(reported.length, issues.length, reported.join("\n"));
+    issues.forEach(([position, fragment], index) => {
+      const issue = reported[index] ?? "";
+      t.true(issue.startsWith(`${fixture(file)}:${position}: `), issue);
+      t.true(issue.includes(fragment), issue);
+    });
+  });
+}
+
+test("every invalid-*.yaml fixture has a case in the table", (t) => {
+  const covered = new Set(INVALID_CASES.map((c) => c.fixture));
+  const fixtures = readdirSync(FIXTURES).filter((name) => name.startsWith("invalid-"));
+  t.deepEqual(
+    fixtures.filter((name) => !covered.has(name)),
+    [],
+  );
+});
+
+test("an empty clients list is valid when clients are not required", (t) => {
+  const loaded = loadFixture("invalid-empty-clients.yaml", { requireClients: false });
+  t.deepEqual(loaded.keystore.clients, []);
+  t.is(loaded.keystore.defaultUpstreamKey, "env:ANTHROPIC_API_KEY");
+});
+
+test("an empty file says what is expected", (t) => {
+  t.deepEqual(
+    issuesOf(() => parseKeystore("", options())),
+    ["keystore.yaml:1:1: keystore: is empty; expected a mapping"],
+  );
+});
+
+test("duplicate YAML keys are a located syntax error", (t) => {
+  const text = "version: 1\nversion: 1\nclients: []\n";
+  const [issue] = issuesOf(() => parseKeystore(text, options({ requireClients: false })));
+  t.regex(issue ?? "", /^keystore\.yaml:2:1: YAML: Map keys must be unique/);
+});
+
+test("a missing file is one issue at line 1, column 1", (t) => {
+  const missing = fixture("does-not-exist.yaml");
+  t.deepEqual(
+    issuesOf(() => loadFixture("does-not-exist.yaml")),
+    [`${missing}:1:1: cannot read the keystore: no such file`],
+  );
+});
+
+test("a file that is not UTF-8 is refused", (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), "keygate-load-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "keystore.yaml");
+  writeFileSync(file, Buffer.from([0x76, 0x65, 0x72, 0xff, 0xfe, 0x0a]));
+  const { file: _ignored, ...rest } = options();
+  t.deepEqual(
+    issuesOf(() => readKeystoreFile(file, rest)),
+    [`${file}:1:1: cannot read the keystore: the file is not valid UTF-8`],
+  );
+});
+
+// ---------------------------------------------------------------- valid keystore
+
+const FULL_MODEL: Keystore = {
+  version: 1,
+  defaultUpstreamKey: "env:ANTHROPIC_API_KEY",
+  clients: [
+    {
+      id: "lightning-prod",
+      name: "Lightning production",
+      kind: "client",
+      disabled: false,
+      tokens: [
+        {
+          digest: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+          expiresAt: Date.parse("2026-12-01T00:00:00Z"),
+        },
+        {
+          digest: "d0ab1cea494423ce7fa6cb3cacf7d88d5ae342a923991ecfb69028923b0837af",
+          expiresAt: null,
+        },
+      ],
+      upstreamKey: "enc:v1:k1:6RAKzK9viGyfbK9jOjEPwzqBz0Gi1brDLTHqe7qFG5RHyh3xUIkMz586AbRZLOx15Q==",
+      routes: ["/services/", "/v1/messages"],
+      models: ["claude-sonnet-*", "claude-haiku-4"],
+    },
+    {
+      id: "batch.jobs_2",
+      name: null,
+      kind: "client",
+      disabled: true,
+      tokens: [
+        {
+          digest: "ca0dae384e350e2413672bd9362e48ba9ae10ed440e09d40091ed66c7a1b19c8",
+          expiresAt: Date.parse("2027-01-01T10:30:00.500Z"),
+        },
+      ],
+      upstreamKey: "env:BATCH_KEY",
+      routes: null,
+      models: null,
+    },
+    {
+      id: "health-checker",
+      name: "Internal health checks",
+      kind: "internal",
+      disabled: false,
+      tokens: [
+        {
+          digest: "4306c8162bdeb32f848c5cfabe0bc52ff088aea61f992fe47004880cc27688bf",
+          expiresAt: null,
+        },
+      ],
+      upstreamKey: null,
+      routes: null,
+      models: null,
+    },
+    {
+      id: "fallback",
+      name: null,
+      kind: "client",
+      disabled: false,
+      tokens: [
+        {
+          digest: "a9ece14f7f3c7ebb6ff13fdb26fcaba5449d11bddaeb061041758f6fc46abdaa",
+          expiresAt: null,
+        },
+      ],
+      upstreamKey: null,
+      routes: null,
+      models: null,
+    },
+  ],
+};
+
+test("the full valid fixture converts to the model, without warnings", (t) => {
+  const loaded = loadFixture("valid-full.yaml");
+  t.deepEqual(loaded.keystore, FULL_MODEL);
+  t.deepEqual(loaded.warnings, []);
+});
+
+test("upper-case digests are normalised to lower case", (t) => {
+  const [lightning] = loadFixture("valid-full.yaml").keystore.clients;
+  t.is(
+    lightning?.tokens[0]?.digest,
+    "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+  );
+});
+
+test("sourceSha256 is the SHA-256 of the file, from text or from disk", (t) => {
+  const file = fixture("valid-full.yaml");
+  const expected = createHash("sha256").update(readFileSync(file)).digest("hex");
+  t.is(loadFixture("valid-full.yaml").sourceSha256, expected);
+  t.is(parseKeystore(readFileSync(file, "utf8"), options()).sourceSha256, expected);
+});
+
+test("expires accepts offsets, fractions and leap seconds as the instant they name", (t) => {
+  const digest = "a".repeat(64);
+  const expiry = (value: string) =>
+    parseKeystore(
+      `version: 1\nclients: [{id: x, tokens: [{sha256: ${digest}, expires: "${value}"}]}]\n`,
+      options(),
+    ).keystore.clients[0]?.tokens[0]?.expiresAt;
+  t.is(expiry("2026-12-01T00:00:00Z"), Date.UTC(2026, 11, 1));
+  t.is(expiry("2026-12-01T02:00:00+02:00"), Date.UTC(2026, 11, 1));
+  t.is(expiry("2026-11-30T19:30:00.250-04:30"), Date.UTC(2026, 11, 1, 0, 0, 0, 250));
+  t.is(expiry("2016-12-31T23:59:60Z"), Date.UTC(2017, 0, 1));
+});
+
+test("the schema's enc: pattern is the one the decrypter uses", (t) => {
+  const schema = JSON.parse(readFileSync(SCHEMA_FILE, "utf8")) as {
+    definitions: { upstreamKey: { allOf: Array<{ pattern: string }> } };
+  };
+  const shape = schema.definitions.upstreamKey.allOf[1]?.pattern ?? "";
+  const encAlternative = ENC_PATTERN.source.slice(1, -1).replace(/[()]/g, "");
+  t.true(shape.includes(`(?:${encAlternative}|`), shape);
+});
+
+// ---------------------------------------------------------------- warnings
+
+const ONE_CLIENT = (upstreamKey: string, extra = "") => `version: 1
+clients:
+  - id: lightning-prod
+    tokens:
+      - sha256: ${"b".repeat(64)}
+    upstream_key: ${upstreamKey}
+${extra}`;
+
+const LIGHTNING_ENC = encryptSecret(LIGHTNING_KEY_PLAINTEXT, "lightning-prod", "k1", K1);
+
+interface WarningCase {
+  readonly name: string;
+  readonly text: string;
+  readonly masterKeys?: MasterKeys;
+  readonly env?: Record<string, string | undefined>;
+  readonly warning: string;
+}
+
+const WARNING_CASES: readonly WarningCase[] = [
+  {
+    name: "enc: value whose kid is not loaded",
+    text: ONE_CLIENT(LIGHTNING_ENC),
+    masterKeys: new Map(),
+    warning:
+      'keystore.yaml:6:19: clients[0].upstream_key: master key "k1" is not loaded (KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE); client "lightning-prod" will answer 503 KEY_UNAVAILABLE',
+  },
+  {
+    name: "enc: value encrypted for another client id (wrong AAD)",
+    text: ONE_CLIENT(encryptSecret(LIGHTNING_KEY_PLAINTEXT, "someone-else", "k1", K1)),
+    warning:
+      'keystore.yaml:6:19: clients[0].upstream_key: does not decrypt with master key "k1" for client id "lightning-prod"',
+  },
+  {
+    name: "enc: value under a different key with the same kid",
+    text: ONE_CLIENT(LIGHTNING_ENC),
+    masterKeys: new Map([["k1", Buffer.alloc(32, 7)]]),
+    warning: 'keystore.yaml:6:19: clients[0].upstream_key: does not decrypt with master key "k1"',
+  },
+  {
+    name: "env: reference to an unset variable",
+    text: ONE_CLIENT("env:LIGHTNING_KEY"),
+    env: {},
+    warning:
+      'keystore.yaml:6:19: clients[0].upstream_key: environment variable LIGHTNING_KEY is not set; client "lightning-prod" will answer 503 KEY_UNAVAILABLE',
+  },
+  {
+    name: "env: reference to an empty variable",
+    text: ONE_CLIENT("env:LIGHTNING_KEY"),
+    env: { LIGHTNING_KEY: "  " },
+    warning:
+      "keystore.yaml:6:19: clients[0].upstream_key: environment variable LIGHTNING_KEY is empty or contains a line break",
+  },
+  {
+    name: "default reference names every client that falls back to it",
+    text: `version: 1
+defaults:
+  upstream_key: env:SHARED_KEY
+clients:
+  - id: a
+    tokens: [{ sha256: ${"c".repeat(64)} }]
+  - id: b
+    tokens: [{ sha256: ${"d".repeat(64)} }]
+  - id: own
+    tokens: [{ sha256: ${"e".repeat(64)} }]
+    upstream_key: env:OWN_KEY
+`,
+    env: { OWN_KEY: "sk-ant-own" },
+    warning:
+      'keystore.yaml:3:17: defaults.upstream_key: environment variable SHARED_KEY is not set; clients "a", "b" will answer 503 KEY_UNAVAILABLE',
+  },
+];
+
+for (const { name, text, masterKeys, env, warning } of WARNING_CASES) {
+  test(`warning, file still valid: ${name}`, (t) => {
+    const loaded = parseKeystore(
+      text,
+      options({ ...(masterKeys && { masterKeys }), ...(env && { env }) }),
+    );
+    const warnings = loaded.warnings.map(formatIssue);
+    t.is(warnings.length, 1, warnings.join("\n"));
+    t.true(warnings[0]?.startsWith(warning), warnings[0]);
+    t.false(warnings[0]?.includes(LIGHTNING_KEY_PLAINTEXT), "never prints a key");
+    t.false(warnings[0]?.includes("enc:v1:"), "never prints the enc: value");
+  });
+}
+
+test("an internal client's unresolvable key is not warned about: it is never used", (t) => {
+  const text = ONE_CLIENT("env:UNSET_KEY", "    kind: internal\n");
+  t.deepEqual(parseKeystore(text, options({ env: {} })).warnings, []);
+});
+
+test("a resolvable key gives no warning", (t) => {
+  t.deepEqual(parseKeystore(ONE_CLIENT(LIGHTNING_ENC), options()).warnings, []);
+  t.deepEqual(parseKeystore(ONE_CLIENT("env:BATCH_KEY"), options()).warnings, []);
+});
+
+test("a value YAML reads as a number is reported with how to keep it a string", (t) => {
+  const text = `version: 1\nclients:\n  - id: 123\n    tokens: [{ sha256: ${"a".repeat(64)} }]\n`;
+  t.deepEqual(
+    issuesOf(() => parseKeystore(text, options())),
+    ['keystore.yaml:3:9: clients[0].id: must be a string; put it in quotes ("123")'],
+  );
+});
+
+test("a problem reached through a YAML alias points at the aliased value", (t) => {
+  const text = `version: 1
+clients:
+  - id: a
+    tokens: [{ sha256: ${"a".repeat(64)} }]
+    routes: &shared [/ok/, nope]
+  - id: b
+    tokens: [{ sha256: ${"b".repeat(64)} }]
+    routes: *shared
+`;
+  t.deepEqual(
+    issuesOf(() => parseKeystore(text, options())),
+    [
+      "keystore.yaml:5:28: clients[0].routes[1]: must be a path prefix starting with /",
+      "keystore.yaml:5:28: clients[1].routes[1]: must be a path prefix starting with /",
+    ],
+  );
+});
