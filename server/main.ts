@@ -10,6 +10,7 @@ import type { Config } from "./config.js";
 import { createCheckService } from "./grpc/check-service.js";
 import { startGrpcServer } from "./grpc/grpc-server.js";
 import { KeystoreManager, type ReloadOutcome } from "./keystore/keystore-manager.js";
+import { watchKeystore } from "./keystore/keystore-watcher.js";
 import { KeystoreStore } from "./keystore/store.js";
 import { formatIssue } from "./keystore/types.js";
 import type { Logger } from "./logger.js";
@@ -19,11 +20,16 @@ export interface RunningKeygate {
   readonly adminPort: number;
   readonly keystore: KeystoreManager;
   readonly metrics: Metrics;
-  /** Re-reads keystore.yaml (SIGHUP, file watch). */
-  reload(): ReloadOutcome;
+  /** Re-reads keystore.yaml (SIGHUP; the file watcher calls it too). */
+  reload(): Promise<ReloadOutcome>;
   /** Drains in-flight checks, then closes everything. */
   stop(): Promise<void>;
 }
+
+/** Editors fire several events per save; wait this long after the last one. */
+const WATCH_DEBOUNCE_MS = 50;
+/** Backs up filesystem events that never come (network file systems, late directories). */
+const WATCH_POLL_MS = 1000;
 
 /** Start-up refused: the message is what the operator must fix. */
 export class StartupError extends Error {}
@@ -41,13 +47,14 @@ export async function startKeygate(
   const store = KeystoreStore.open(config.dbPath);
   const keystore = new KeystoreManager(store, {
     path: config.keystorePath,
+    dbPath: config.dbPath,
     masterKeys: config.masterKeys,
     env,
     requireClients: config.mode === "enforce",
     logger,
   });
 
-  const first = keystore.reload();
+  const first = await keystore.reload();
   if (
     first.result === "failed" &&
     keystore.generationId === null &&
@@ -93,6 +100,16 @@ export async function startKeygate(
     return outcome;
   }
   observe(first);
+  const reload = () => keystore.reload().then(observe);
+  const watcher = watchKeystore({
+    path: config.keystorePath,
+    debounceMs: WATCH_DEBOUNCE_MS,
+    pollMs: WATCH_POLL_MS,
+    logger,
+    onChange: () => {
+      reload().catch((error: unknown) => logger.error({ err: error }, "keystore reload failed"));
+    },
+  });
 
   let stopping: Promise<void> | undefined;
   return {
@@ -100,9 +117,10 @@ export async function startKeygate(
     adminPort: admin.port,
     keystore,
     metrics,
-    reload: () => observe(keystore.reload()),
+    reload,
     stop() {
       stopping ??= (async () => {
+        watcher.close();
         await grpc.drain(config.drainTimeoutMs);
         await admin.close();
         store.close();

@@ -69,7 +69,9 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
 
   process.on("SIGHUP", () => {
     logger.info("SIGHUP: reloading keystore");
-    running.reload();
+    running
+      .reload()
+      .catch((error: unknown) => logger.error({ err: error }, "keystore reload failed"));
   });
   return new Promise((resolve) => {
     const shutdown = (signal: NodeJS.Signals) => {

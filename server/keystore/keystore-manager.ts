@@ -1,25 +1,20 @@
 /**
- * The keystore's lifecycle: load keystore.yaml, validate it, apply it to SQLite as a new
- * generation, and keep serving the last good generation when an edit is invalid or the
- * file disappears. The Check path reads only `generationId`, `lookup` and `upstreamKeys`.
+ * The keystore's lifecycle on the main thread: runs syncs (in a worker), switches the
+ * Check path to each new generation, and keeps serving the last good generation when
+ * an edit is invalid or the file disappears. The Check path reads only `generationId`,
+ * `lookup` and `upstreamKeys`.
  */
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { MasterKeys } from "../crypto/aes-gcm.js";
 import type { Logger } from "../logger.js";
-import { parseKeystore } from "./load.js";
+import { syncInWorker } from "./run-reload-worker.js";
 import type { KeystoreStore } from "./store.js";
-import {
-  formatIssue,
-  type Generation,
-  KeystoreError,
-  type KeystoreIssue,
-  type TokenMatch,
-} from "./types.js";
+import type { SyncOutcome } from "./sync-keystore.js";
+import { formatIssue, type Generation, type KeystoreIssue, type TokenMatch } from "./types.js";
 import { UpstreamKeyResolver } from "./upstream-keys.js";
 
 export interface KeystoreManagerOptions {
   readonly path: string;
+  readonly dbPath: string;
   readonly masterKeys: MasterKeys;
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Enforce mode: an empty client list is an error. */
@@ -41,10 +36,6 @@ export interface KeystoreStatus {
   readonly warnings: readonly string[];
 }
 
-function sha256(bytes: Buffer): string {
-  return createHash("sha256").update(bytes).digest("hex");
-}
-
 export class KeystoreManager {
   /** Current generation id for the hot path; null until one is loaded. */
   generationId: number | null;
@@ -54,8 +45,10 @@ export class KeystoreManager {
   private lastError: KeystoreStatus["lastError"] = null;
   private lastReloadAt: string | null = null;
   private warnings: readonly string[] = [];
-  /** Hash of the file bytes last read, valid or not; null after a read failure. */
+  /** Hash of the file bytes last decided (valid or not); null after a read failure. */
   private lastSeenSha256: string | null = null;
+  private inFlight: Promise<ReloadOutcome> | undefined;
+  private queued: Promise<ReloadOutcome> | undefined;
 
   constructor(
     private readonly store: KeystoreStore,
@@ -72,43 +65,22 @@ export class KeystoreManager {
   }
 
   /**
-   * Reads keystore.yaml and, when it changed and is valid, applies it as a new generation.
-   * An invalid or missing file never replaces the last good generation.
+   * Reads keystore.yaml and, when it changed and is valid, applies it as a new
+   * generation. Reloads never overlap: a request during one runs once more after it,
+   * so the last edit always wins and generations are never pruned under a reader.
    */
-  reload(now: Date = new Date()): ReloadOutcome {
-    this.lastReloadAt = now.toISOString();
-    let bytes: Buffer;
-    try {
-      bytes = readFileSync(this.options.path);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? "error";
-      const message = code === "ENOENT" ? "file not found" : `cannot read file (${code})`;
-      this.lastSeenSha256 = null;
-      return this.fail([{ file: this.options.path, line: 1, column: 1, message }], now);
-    }
-    const sourceSha256 = sha256(bytes);
-    // Editors and ConfigMap swaps fire several events per save; the same bytes are decided once.
-    if (sourceSha256 === this.lastSeenSha256) return { result: "unchanged" };
-    this.lastSeenSha256 = sourceSha256;
-    try {
-      const loaded = parseKeystore(bytes.toString("utf8"), {
-        file: this.options.path,
-        masterKeys: this.options.masterKeys,
-        env: this.options.env,
-        requireClients: this.options.requireClients,
+  reload(): Promise<ReloadOutcome> {
+    if (this.inFlight) {
+      this.queued ??= this.inFlight.then(() => {
+        this.queued = undefined;
+        return this.reload();
       });
-      this.warnings = loaded.warnings.map(formatIssue);
-      for (const warning of this.warnings)
-        this.options.logger.warn({ file: this.options.path }, warning);
-      const generation =
-        this.generation?.sourceSha256 === loaded.sourceSha256
-          ? this.generation
-          : this.store.apply(loaded, now);
-      return this.succeed(generation);
-    } catch (error) {
-      if (error instanceof KeystoreError) return this.fail(error.issues, now);
-      throw error;
+      return this.queued;
     }
+    this.inFlight = this.runOnce().finally(() => {
+      this.inFlight = undefined;
+    });
+    return this.inFlight;
   }
 
   /** What /keystore shows: no secrets. */
@@ -122,7 +94,47 @@ export class KeystoreManager {
     };
   }
 
-  private succeed(generation: Generation): ReloadOutcome {
+  private async runOnce(): Promise<ReloadOutcome> {
+    const now = new Date();
+    this.lastReloadAt = now.toISOString();
+    let outcome: SyncOutcome;
+    try {
+      outcome = await syncInWorker({
+        path: this.options.path,
+        dbPath: this.options.dbPath,
+        masterKeys: [...this.options.masterKeys].map(
+          ([kid, key]) => [kid, new Uint8Array(key)] as const,
+        ),
+        env: this.options.env,
+        requireClients: this.options.requireClients,
+        lastSeenSha256: this.lastSeenSha256,
+        now: now.toISOString(),
+      });
+    } catch (error) {
+      // A sync that broke (SQLite, worker crash) may be retried on the same bytes.
+      this.lastSeenSha256 = null;
+      return this.fail(
+        [{ file: this.options.path, line: 1, column: 1, message: (error as Error).message }],
+        now,
+      );
+    }
+    switch (outcome.result) {
+      case "unchanged":
+        return { result: "unchanged" };
+      case "failed":
+        this.lastSeenSha256 = outcome.sourceSha256;
+        return this.fail(outcome.issues, now);
+      case "applied":
+        this.lastSeenSha256 = outcome.sourceSha256;
+        this.warnings = outcome.warnings;
+        for (const warning of outcome.warnings)
+          this.options.logger.warn({ file: this.options.path }, warning);
+        return this.succeed(outcome);
+    }
+  }
+
+  private succeed(outcome: Extract<SyncOutcome, { result: "applied" }>): ReloadOutcome {
+    const generation = this.store.refresh() ?? outcome.generation;
     const changed = generation.id !== this.generationId;
     this.generation = generation;
     this.generationId = generation.id;
@@ -134,6 +146,7 @@ export class KeystoreManager {
         generation: generation.id,
         clients: generation.clientCount,
         source_sha256: generation.sourceSha256,
+        changes: outcome.changes,
       },
       changed ? "keystore generation applied" : "keystore validated; generation unchanged",
     );

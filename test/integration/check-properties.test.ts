@@ -23,7 +23,7 @@ const VALID = "kg-property-valid-token";
 const UPSTREAM = "sk-ant-held-upstream";
 const validateDenial = new Ajv().compile(readSchema("denial.schema.json"));
 
-function checkHandler() {
+async function checkHandler() {
   const dir = mkdtempSync(path.join(tmpdir(), "keygate-prop-"));
   const keystorePath = path.join(dir, "keystore.yaml");
   writeFileSync(
@@ -34,12 +34,13 @@ function checkHandler() {
   const store = KeystoreStore.open(path.join(dir, "keystore.db"));
   const keystore = new KeystoreManager(store, {
     path: keystorePath,
+    dbPath: path.join(dir, "keystore.db"),
     masterKeys: new Map(),
     env: { PROP_UPSTREAM: UPSTREAM },
     requireClients: true,
     logger,
   });
-  keystore.reload();
+  await keystore.reload();
   const service = createCheckService({
     mode: "enforce",
     responseOptions: {
@@ -69,7 +70,7 @@ function checkHandler() {
   };
 }
 
-const check = checkHandler();
+const check = await checkHandler();
 
 /** Values that are sometimes the valid token, in the forms a client might send it. */
 const credentialish = fc.oneof(

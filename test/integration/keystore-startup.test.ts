@@ -30,7 +30,7 @@ test("with neither keystore.yaml nor a database: not ready, every Check denied 5
 
     // The file appearing later (a ConfigMap mounted late) is picked up by a reload.
     writeFileSync(kg.keystorePath, VALID);
-    t.is(kg.running.reload().result, "applied");
+    t.is((await kg.running.reload()).result, "applied");
     t.is(await kg.client.health(), "SERVING");
     t.is(setHeaders(await kg.client.check(checkRequest(bearer)))["x-client-id"], "alpha");
   } finally {

@@ -1,0 +1,88 @@
+/**
+ * One keystore sync: read keystore.yaml, skip it when its bytes are unchanged, validate
+ * it, and apply it to SQLite as a new generation. Runs inside the reload worker so a
+ * large file never blocks the Check path; plain data in, plain data out.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { MasterKeys } from "../crypto/aes-gcm.js";
+import { parseKeystore } from "./load.js";
+import type { KeystoreChanges, KeystoreStore } from "./store.js";
+import { formatIssue, type Generation, KeystoreError, type KeystoreIssue } from "./types.js";
+
+export interface SyncRequest {
+  readonly path: string;
+  readonly masterKeys: MasterKeys;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly requireClients: boolean;
+  /** Hash of the bytes last seen (valid or not); the same bytes are not decided twice. */
+  readonly lastSeenSha256: string | null;
+}
+
+export type SyncOutcome =
+  | {
+      readonly result: "applied";
+      readonly generation: Generation;
+      readonly sourceSha256: string;
+      readonly warnings: readonly string[];
+      /** What changed against the previous generation, for the reload log line. */
+      readonly changes: KeystoreChanges | null;
+    }
+  | { readonly result: "unchanged"; readonly sourceSha256: string }
+  | {
+      readonly result: "failed";
+      readonly sourceSha256: string | null;
+      readonly issues: readonly KeystoreIssue[];
+    };
+
+function sha256(bytes: Buffer): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/**
+ * Syncs keystore.yaml into the store. Never throws for a bad file (that is a "failed"
+ * outcome with located issues).
+ * @throws Error on SQLite failure.
+ */
+export function syncKeystoreFile(
+  store: KeystoreStore,
+  request: SyncRequest,
+  now: Date,
+): SyncOutcome {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(request.path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? "error";
+    const message = code === "ENOENT" ? "file not found" : `cannot read file (${code})`;
+    return {
+      result: "failed",
+      sourceSha256: null,
+      issues: [{ file: request.path, line: 1, column: 1, message }],
+    };
+  }
+  const sourceSha256 = sha256(bytes);
+  if (sourceSha256 === request.lastSeenSha256) return { result: "unchanged", sourceSha256 };
+  try {
+    const loaded = parseKeystore(bytes.toString("utf8"), {
+      file: request.path,
+      masterKeys: request.masterKeys,
+      env: request.env,
+      requireClients: request.requireClients,
+    });
+    const current = store.current();
+    const generation =
+      current?.sourceSha256 === loaded.sourceSha256 ? current : store.apply(loaded, now);
+    return {
+      result: "applied",
+      generation,
+      sourceSha256,
+      warnings: loaded.warnings.map(formatIssue),
+      changes: current === undefined ? null : store.diff(current.id, generation.id),
+    };
+  } catch (error) {
+    if (error instanceof KeystoreError)
+      return { result: "failed", sourceSha256, issues: error.issues };
+    throw error;
+  }
+}
