@@ -7,7 +7,7 @@ import type { Lookup } from "../auth/decide.js";
 import type { Extraction } from "../auth/extract-credential.js";
 import { hasValidChecksum } from "../crypto/token-format.js";
 import { hashToken } from "../crypto/token-hash.js";
-import type { TokenMatch } from "./types.js";
+import { DEFAULTS_AAD, type TokenMatch } from "./types.js";
 import type { UpstreamKeyResolver } from "./upstream-keys.js";
 
 export interface DigestIndex {
@@ -31,10 +31,7 @@ export function lookupCredential(
   if (!hasValidChecksum(extraction.token.trim())) return { kind: "checksum", digest };
   const match = index.lookup(digest);
   if (match === undefined) return { kind: "unknown", digest };
-  return {
-    kind: "found",
-    digest,
-    match,
-    upstreamKey: keys.resolve(match.upstreamKey, match.clientId),
-  };
+  // A client's enc: value is bound to its id; the shared default to DEFAULTS_AAD.
+  const binding = match.upstreamKeyIsDefault ? DEFAULTS_AAD : match.clientId;
+  return { kind: "found", digest, match, upstreamKey: keys.resolve(match.upstreamKey, binding) };
 }

@@ -225,6 +225,7 @@ export class KeystoreStore {
       disabled: row.disabled === 1,
       expiresAt: row.expires_at,
       upstreamKey: row.upstream_key ?? generation.defaultUpstreamKey,
+      upstreamKeyIsDefault: row.upstream_key === null && generation.defaultUpstreamKey !== null,
       routes: policy.routes,
       models: policy.models,
     };

@@ -6,6 +6,13 @@
 
 export type ClientKind = "client" | "internal";
 
+/**
+ * Additional authenticated data for an `enc:` value in `defaults.upstream_key`. Client
+ * values are bound to their client id; the default is shared, so it is bound to this
+ * string, which no client id can equal (ids cannot contain ":").
+ */
+export const DEFAULTS_AAD = "keygate:defaults";
+
 export interface KeystoreToken {
   /** Lowercase hex SHA-256 of the token. */
   readonly digest: string;
@@ -85,6 +92,8 @@ export interface TokenMatch {
   readonly expiresAt: number | null;
   /** The client's own upstream key reference, or the generation's default, or null. */
   readonly upstreamKey: string | null;
+  /** Whether upstreamKey is the generation's default (an `enc:` default is bound to DEFAULTS_AAD). */
+  readonly upstreamKeyIsDefault: boolean;
   readonly routes: readonly string[] | null;
   readonly models: readonly string[] | null;
 }

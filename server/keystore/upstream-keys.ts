@@ -20,13 +20,16 @@ export class UpstreamKeyResolver {
     private readonly env: Readonly<Record<string, string | undefined>>,
   ) {}
 
-  /** The key for a client's reference; never throws, unresolvable is "unavailable". */
-  resolve(reference: string | null, clientId: string): UpstreamKey {
+  /**
+   * The key for a reference; `binding` is the AAD an `enc:` value is bound to (the client
+   * id, or DEFAULTS_AAD for the shared default). Never throws; unresolvable is "unavailable".
+   */
+  resolve(reference: string | null, binding: string): UpstreamKey {
     if (reference === null) return NONE;
-    const memoKey = `${clientId}\n${reference}`;
+    const memoKey = `${binding}\n${reference}`;
     let resolved = this.memo.get(memoKey);
     if (resolved === undefined) {
-      resolved = this.resolveUncached(reference, clientId);
+      resolved = this.resolveUncached(reference, binding);
       this.memo.set(memoKey, resolved);
     }
     return resolved;
@@ -37,11 +40,11 @@ export class UpstreamKeyResolver {
     this.memo.clear();
   }
 
-  private resolveUncached(reference: string, clientId: string): UpstreamKey {
+  private resolveUncached(reference: string, binding: string): UpstreamKey {
     let value: string | undefined;
     if (reference.startsWith("env:")) value = this.env[reference.slice("env:".length)];
     else if (reference.startsWith("enc:")) {
-      const decrypted = decryptSecret(reference, clientId, this.masterKeys);
+      const decrypted = decryptSecret(reference, binding, this.masterKeys);
       value = decrypted.ok ? decrypted.value : undefined;
     }
     if (value === undefined || value.trim() === "" || UNSAFE_HEADER_VALUE.test(value))

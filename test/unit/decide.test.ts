@@ -25,6 +25,7 @@ const client: TokenMatch = {
   disabled: false,
   expiresAt: null,
   upstreamKey: "env:UPSTREAM",
+  upstreamKeyIsDefault: false,
   routes: null,
   models: null,
 };

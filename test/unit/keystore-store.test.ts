@@ -116,6 +116,7 @@ test("lookup finds a known token's client, with routes and models round-tripped"
     disabled: false,
     expiresAt: Date.parse("2026-12-01T00:00:00Z"),
     upstreamKey: "enc:v1:k1:6RAKzK9viGyfbK9jOjEPwzqBz0Gi1brDLTHqe7qFG5RHyh3xUIkMz586AbRZLOx15Q==",
+    upstreamKeyIsDefault: false,
     routes: ["/services/", "/v1/messages"],
     models: ["claude-sonnet-*", "claude-haiku-4"],
   });
@@ -131,7 +132,9 @@ test("a client without its own upstream key gets the generation's default", (t) 
   const store = openStore(t);
   store.apply(FULL, NOW);
   t.is(store.lookup(hashToken("fallback-token"))?.upstreamKey, "env:ANTHROPIC_API_KEY");
+  t.true(store.lookup(hashToken("fallback-token"))?.upstreamKeyIsDefault);
   t.is(store.lookup(hashToken("batch-token"))?.upstreamKey, "env:BATCH_KEY");
+  t.false(store.lookup(hashToken("batch-token"))?.upstreamKeyIsDefault);
 });
 
 test("no own key and no default is null", (t) => {
