@@ -13,6 +13,7 @@ import { KeystoreManager, type ReloadOutcome } from "./keystore/keystore-manager
 import { watchKeystore } from "./keystore/keystore-watcher.js";
 import { KeystoreStore } from "./keystore/store.js";
 import { formatIssue } from "./keystore/types.js";
+import { UsageRecorder } from "./keystore/usage-recorder.js";
 import type { Logger } from "./logger.js";
 
 export interface RunningKeygate {
@@ -30,6 +31,9 @@ export interface RunningKeygate {
 const WATCH_DEBOUNCE_MS = 50;
 /** Backs up filesystem events that never come (network file systems, late directories). */
 const WATCH_POLL_MS = 1000;
+
+/** How often per-client last use is written to SQLite. */
+const USAGE_FLUSH_MS = 5000;
 
 /** Start-up refused: the message is what the operator must fix. */
 export class StartupError extends Error {}
@@ -66,6 +70,7 @@ export async function startKeygate(
     );
   }
 
+  const usage = new UsageRecorder(store, logger, USAGE_FLUSH_MS);
   const grpc = await startGrpcServer({
     address: config.grpcAddress,
     maxReceiveBytes: config.grpcMaxReceiveBytes,
@@ -79,6 +84,7 @@ export async function startKeygate(
       keystore,
       logger,
       metrics,
+      usage,
     }),
   });
   const admin = await startAdminServer({
@@ -123,6 +129,7 @@ export async function startKeygate(
         watcher.close();
         await grpc.drain(config.drainTimeoutMs);
         await admin.close();
+        usage.close();
         store.close();
       })();
       return stopping;

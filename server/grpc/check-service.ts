@@ -13,6 +13,7 @@ import { resolvePolicy } from "../auth/policy.js";
 import type { Mode } from "../config.js";
 import type { KeystoreManager } from "../keystore/keystore-manager.js";
 import { lookupCredential } from "../keystore/lookup-credential.js";
+import type { UsageRecorder } from "../keystore/usage-recorder.js";
 import type { Logger } from "../logger.js";
 import { recordDecision } from "./record-decision.js";
 
@@ -22,6 +23,7 @@ export interface CheckServiceDeps {
   readonly keystore: KeystoreManager;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  readonly usage?: UsageRecorder;
   readonly now?: () => number;
 }
 
@@ -48,6 +50,7 @@ export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplem
       const policy = resolvePolicy(deps.mode, attributes.contextExtensions);
       const extraction = extractCredential(attributes, policy.source);
       const lookup = lookupCredential(extraction, deps.keystore, deps.keystore.upstreamKeys);
+      const at = now();
       const decision = decide({
         policy,
         generation,
@@ -55,9 +58,11 @@ export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplem
         bodyTruncated: attributes.bodyTruncated,
         extraction,
         lookup,
-        now: now(),
+        now: at,
       });
       response = buildResponse(decision, deps.responseOptions, context);
+      if (decision.outcome === "allow" && decision.clientId !== null)
+        deps.usage?.record(decision.clientId, at);
       recordDecision(deps, { attributes, policy, lookup, decision, started });
     } catch (error) {
       deps.logger.error(
