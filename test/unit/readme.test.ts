@@ -1,0 +1,65 @@
+/**
+ * The README's error and configuration tables are kept in step with the code: the error
+ * table must list exactly the catalogue's types with their status, gRPC code, message
+ * and when-text, and the configuration table exactly the variables the config schema knows.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import test from "ava";
+import { DENIAL_TYPES } from "../../server/errors.js";
+import { PROJECT_ROOT, readSchema } from "../../server/paths.js";
+
+const readme = readFileSync(path.join(PROJECT_ROOT, "README.md"), "utf8");
+
+/** Rows of the first markdown table after a heading. */
+function tableAfter(heading: string): string[][] {
+  const start = readme.indexOf(`\n${heading}\n`);
+  if (start === -1) throw new Error(`README has no "${heading}" section`);
+  const lines = readme.slice(start).split("\n");
+  const first = lines.findIndex((line) => line.startsWith("|"));
+  const rows: string[][] = [];
+  for (const line of lines.slice(first + 2)) {
+    if (!line.startsWith("|")) break;
+    rows.push(
+      line
+        .slice(1, -1)
+        .split(" | ")
+        .map((cell) => cell.trim().replace(/^`|`$/g, "")),
+    );
+  }
+  return rows;
+}
+
+test("the README's error table is the catalogue", (t) => {
+  const expected = Object.entries(DENIAL_TYPES).map(([type, spec]) => [
+    type,
+    String(spec.httpStatus),
+    String(spec.grpcCode),
+    spec.message,
+    spec.when,
+  ]);
+  t.deepEqual(tableAfter("## Errors"), expected);
+});
+
+test("the README's configuration table lists exactly the known variables", (t) => {
+  const known = Object.keys(
+    (readSchema("config.schema.json") as { properties: object }).properties,
+  ).sort();
+  const documented = tableAfter("## Configuration")
+    .map((row) => row[0] ?? "")
+    .sort();
+  t.deepEqual(documented, known);
+});
+
+test("the README shows the commands a newcomer runs", (t) => {
+  for (const command of [
+    "npm ci",
+    "npm start",
+    "npm test",
+    "npm run install-envoy",
+    "npm run stack",
+    "docker compose up",
+  ]) {
+    t.true(readme.includes(command), command);
+  }
+});
