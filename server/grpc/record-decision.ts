@@ -24,6 +24,18 @@ function digestOf(lookup: Lookup): string | undefined {
   return lookup.kind === "skipped" ? undefined : digestPrefix(lookup.digest);
 }
 
+/** Route misconfigurations already reported; each distinct one is warned about once. */
+const reportedRouteProblems = new Set<string>();
+
+function reportRouteProblem(logger: Logger, problem: string | null): void {
+  if (problem === null || reportedRouteProblems.has(problem)) return;
+  reportedRouteProblems.add(problem);
+  logger.warn(
+    { route_config_problem: problem },
+    "an Envoy route sends a context_extensions value keygate does not know",
+  );
+}
+
 /** Counts and, where an operator needs to see it, logs one decision. */
 export function recordDecision(
   deps: { readonly logger: Logger; readonly metrics: Metrics },
@@ -37,6 +49,7 @@ export function recordDecision(
   const authMode = decision.outcome === "allow" ? decision.authMode : "denied";
   deps.metrics.decisions.inc({ result, type, mode: policy.mode, auth_mode: authMode });
   deps.metrics.checkDuration.observe({ result }, seconds);
+  reportRouteProblem(deps.logger, policy.misconfigured);
 
   const level = result === "allow" ? "debug" : result === "deny" ? "info" : "warn";
   if (!deps.logger.isLevelEnabled(level)) return;
@@ -53,7 +66,6 @@ export function recordDecision(
       auth_mode: authMode,
       digest_prefix: digestOf(record.lookup),
       latency_ms: Math.round(seconds * 1e6) / 1e3,
-      ...(policy.misconfigured === null ? {} : { route_config_problem: policy.misconfigured }),
     },
     result === "would_deny" ? "dry-run: would deny" : `check ${result}`,
   );

@@ -8,7 +8,7 @@ import { writeFileSync } from "node:fs";
 import test from "ava";
 import { encryptSecret, generateMasterKey, parseMasterKeys } from "../../server/crypto/aes-gcm.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { basic, checkRequest } from "../helpers/check-request.js";
+import { basic, checkRequest, type RequestSpec } from "../helpers/check-request.js";
 import { startTestKeygate } from "../helpers/keygate-in-process.js";
 
 const MASTER = generateMasterKey("k1");
@@ -39,7 +39,7 @@ test("no token, full digest, upstream key or master key appears in any log line"
   });
   try {
     const json = { model: "claude-sonnet-4", messages: [] };
-    const requests = [
+    const requests: RequestSpec[] = [
       ...TOKENS.flatMap((token) => [
         { json: { ...json, api_key: token } },
         { json, headers: { authorization: `Bearer ${token}` } },
