@@ -40,7 +40,7 @@ test("no token, full digest, upstream key or master key appears in any log line"
   try {
     const json = { model: "claude-sonnet-4", messages: [] };
     const requests: RequestSpec[] = [
-      ...TOKENS.flatMap((token) => [
+      ...TOKENS.flatMap((token): RequestSpec[] => [
         { json: { ...json, api_key: token } },
         { json, headers: { authorization: `Bearer ${token}` } },
         { json, headers: { "x-api-key": token } },
