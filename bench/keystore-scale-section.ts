@@ -61,6 +61,13 @@ export interface InProcessTimings {
   readonly reloadAfterEditMs: number;
   /** KeystoreManager.reload() with the file unchanged (worker, read + hash only). */
   readonly reloadUnchangedMs: number;
+  /**
+   * Longest main-thread SQLite write during that reload: what UsageRecorder.flush does
+   * every few seconds (store.recordUsage, a BEGIN IMMEDIATE transaction), issued every
+   * 100 ms while the worker syncs. A write that waits for the worker's lock blocks the
+   * event loop, and every Check with it.
+   */
+  readonly mainThreadWriteBlockedMs: number;
   /** KeystoreStore.lookup of the sampled clients' digests, ns per lookup (the only size-dependent Check step). */
   readonly lookupNs: number;
 }
@@ -197,7 +204,19 @@ async function measureInProcess(
     const last = fixture.clients[fixture.clients.length - 1] as BenchClient;
     writeFileSync(file, withClientDisabled(text, last));
     const reloadStart = performance.now();
-    const outcome = await manager.reload();
+    let reloading = true;
+    const reload = manager.reload().finally(() => {
+      reloading = false;
+    });
+    let mainThreadWriteBlockedMs = 0;
+    const writer = sampled[0] as BenchClient;
+    while (reloading && performance.now() - reloadStart < RELOAD_TIMEOUT_MS) {
+      const t0 = performance.now();
+      store.recordUsage([{ clientId: writer.id, lastUsedAt: Date.now(), count: 1 }]);
+      mainThreadWriteBlockedMs = Math.max(mainThreadWriteBlockedMs, performance.now() - t0);
+      await Promise.race([reload, sleep(USAGE_WRITE_EVERY_MS)]);
+    }
+    const outcome = await reload;
     const reloadAfterEditMs = elapsed(reloadStart);
     if (outcome.result !== "applied") {
       throw new Error(`reload after a one-line edit was not applied: ${JSON.stringify(outcome)}`);
@@ -215,6 +234,7 @@ async function measureInProcess(
       initialSyncMs,
       reloadAfterEditMs,
       reloadUnchangedMs,
+      mainThreadWriteBlockedMs: round(mainThreadWriteBlockedMs, 1),
       lookupNs,
     };
   } finally {
@@ -222,6 +242,8 @@ async function measureInProcess(
   }
 }
 
+const USAGE_WRITE_EVERY_MS = 100;
+const RELOAD_TIMEOUT_MS = 120_000;
 const LOOKUP_ROUNDS = 5;
 const LOOKUPS_PER_ROUND = 20_000;
 
@@ -401,7 +423,7 @@ export async function runKeystoreScaleSection(
     const inProcessWait = await awaitQuiet();
     const inProcess = await measureInProcess(fixture, modules, sampled);
     log(
-      `  ${size} clients (${round(fixture.bytes / 1024 / 1024, 1)} MiB): parse+validate ${inProcess.parseValidateMs} ms, apply ${inProcess.applyMs} ms, initial sync ${inProcess.initialSyncMs} ms, reload after edit ${inProcess.reloadAfterEditMs} ms, unchanged ${inProcess.reloadUnchangedMs} ms, lookup ${inProcess.lookupNs} ns`,
+      `  ${size} clients (${round(fixture.bytes / 1024 / 1024, 1)} MiB): parse+validate ${inProcess.parseValidateMs} ms, apply ${inProcess.applyMs} ms, initial sync ${inProcess.initialSyncMs} ms, reload after edit ${inProcess.reloadAfterEditMs} ms (a main-thread write meanwhile blocked up to ${inProcess.mainThreadWriteBlockedMs} ms), unchanged ${inProcess.reloadUnchangedMs} ms, lookup ${inProcess.lookupNs} ns`,
     );
     prepared.push({
       fixture,

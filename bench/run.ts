@@ -7,7 +7,8 @@
  * numbers and PASS/FAIL per target.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { type CheckParams, type CheckSectionResult, runCheckSection } from "./check-section.js";
@@ -100,6 +101,24 @@ function git(args: string[]): string {
   }
 }
 
+/** SHA-256 over server/'s sources: identifies exactly what was measured in a checkout others edit. */
+function serverSourceSha256(): string {
+  const hash = createHash("sha256");
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) =>
+      a.name.localeCompare(b.name),
+    )) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (entry.name.endsWith(".ts")) {
+        hash.update(path.relative(PROJECT_ROOT, full)).update("\0").update(readFileSync(full));
+      }
+    }
+  };
+  walk(path.join(PROJECT_ROOT, "server"));
+  return hash.digest("hex").slice(0, 16);
+}
+
 function machine() {
   const cpus = os.cpus();
   return {
@@ -113,7 +132,9 @@ function machine() {
     // Others edit the same checkout: say how many server files differ from the commit.
     uncommittedServerFiles: git(["status", "--porcelain", "--", "server"])
       .split("\n")
-      .filter((line) => line.trim() !== "").length,
+      .filter((line) => line.trim() !== "")
+      .map((line) => line.trim()),
+    serverSourceSha256: serverSourceSha256(),
   };
 }
 
@@ -175,6 +196,7 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
       "apply ms",
       "initial sync ms",
       "reload after edit ms",
+      "main-thread write blocked ms",
       "server ready ms",
       "checks/s",
       "p99 µs",
@@ -193,6 +215,7 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
       String(size.inProcess.applyMs),
       String(size.inProcess.initialSyncMs),
       String(size.inProcess.reloadAfterEditMs),
+      String(size.inProcess.mainThreadWriteBlockedMs),
       String(size.serverStartToReadyMs),
       String(size.check.throughput),
       String(size.check.p99Us),
@@ -240,7 +263,7 @@ function markdownReport(results: {
 
 ${results.quick ? "**BENCH_QUICK=1 smoke run: short windows, smaller keystores; not for comparison.**\n\n" : ""}Date: ${results.date} · runtime ${results.runtimeSeconds} s · \`npm run bench\`
 
-Machine: ${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, ${m.kernel}, Node ${m.node}, load average at start ${m.loadAverageAtStart.join(" / ")}, at end ${results.loadAverageAtEnd.join(" / ")}; git ${m.gitCommit} with ${m.uncommittedServerFiles} uncommitted file(s) under server/ (shared checkout).
+Machine: ${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, ${m.kernel}, Node ${m.node}, load average at start ${m.loadAverageAtStart.join(" / ")}, at end ${results.loadAverageAtEnd.join(" / ")}; git ${m.gitCommit} plus ${m.uncommittedServerFiles.length} uncommitted change(s) under server/ (shared checkout; sources sha256 ${m.serverSourceSha256}: ${m.uncommittedServerFiles.join(", ") || "none"}).
 
 ## Targets
 
@@ -258,7 +281,7 @@ Both servers and the load generator share ${m.cpus} cores, so "server cores busy
 
 ## Keystore scale
 
-In-process timings (the keystore modules on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\`; reload after a one-line edit (one client disabled) through \`KeystoreManager.reload()\`. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation = a one-line rotation saved by temp file + rename, probed back to back over gRPC until denied.
+In-process timings (the compiled keystore modules, on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\` = initial sync; then a one-line edit (one client disabled) reloaded through \`KeystoreManager.reload()\` (the server's path: a worker thread reads, hashes, parses, applies; the main thread switches generation), during which the main thread issues the write \`UsageRecorder\` flushes every few seconds (\`store.recordUsage\`, every 100 ms here) and the longest one is reported: a write that waits for the worker's lock stalls every Check. Store lookup: \`KeystoreStore.lookup\` over the sampled digests. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce). RSS settled: VmRSS 2 s after the revocation's reload; peak: VmHWM over the server's life (initial load included).
 
 ${markdownTable(scaleTable(scale))}
 
