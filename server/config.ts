@@ -42,7 +42,7 @@ const DEFAULTS = {
   KEYGATE_CLIENT_ID_HEADER: "x-client-id",
   KEYGATE_LOG_LEVEL: "info",
   KEYGATE_METADATA_UPSTREAM_KEY: "false",
-  // Envoy's reference max_request_bytes is 1 MiB; headers and framing come on top.
+  // envoy/envoy.yaml's max_request_bytes is 4 MiB; headers and framing come on top.
   KEYGATE_GRPC_MAX_RECEIVE_BYTES: String(8 * 1024 * 1024),
   KEYGATE_DRAIN_TIMEOUT_MS: "10000",
 } as const;

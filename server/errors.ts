@@ -41,6 +41,12 @@ export const DENIAL_TYPES = {
     message: "The request body is too large to be authorized.",
     when: "Envoy truncated the body and no credential was found in what it sent",
   },
+  RATE_LIMITED: {
+    httpStatus: 429,
+    grpcCode: GrpcStatus.PERMISSION_DENIED,
+    message: "Too many requests for this API key; slow down and retry later.",
+    when: "sent by Envoy's per-client local rate limit (envoy/envoy.yaml), never by keygate itself",
+  },
   KEY_UNAVAILABLE: {
     httpStatus: 503,
     grpcCode: GrpcStatus.PERMISSION_DENIED,

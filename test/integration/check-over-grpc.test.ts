@@ -304,11 +304,11 @@ test("dry-run route allows a would-be denial unchanged and says so in metadata",
   t.true(kg.logs.some((line) => line.includes('"dry-run: would deny"')));
 });
 
-test("a body above Envoy's 1 MiB max_request_bytes still fits keygate's receive limit", async (t) => {
+test("a body above envoy.yaml's 4 MiB max_request_bytes still fits keygate's receive limit", async (t) => {
   const big = {
     ...chat,
     api_key: TOKENS.prod,
-    messages: [{ role: "user", content: "x".repeat(1024 * 1024 + 10) }],
+    messages: [{ role: "user", content: "x".repeat(4 * 1024 * 1024 + 10) }],
   };
   const response = await kg.client.check(checkRequest({ json: big }));
   t.is(setHeaders(response)["x-client-id"], "lightning-prod");
