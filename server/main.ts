@@ -127,6 +127,7 @@ export async function startKeygate(
     stop() {
       stopping ??= (async () => {
         watcher.close();
+        await keystore.close();
         await grpc.drain(config.drainTimeoutMs);
         await admin.close();
         usage.close();

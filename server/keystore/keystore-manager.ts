@@ -6,7 +6,7 @@
  */
 import type { MasterKeys } from "../crypto/aes-gcm.js";
 import type { Logger } from "../logger.js";
-import { syncInWorker } from "./run-reload-worker.js";
+import { ReloadWorker } from "./run-reload-worker.js";
 import type { KeystoreStore } from "./store.js";
 import type { SyncOutcome } from "./sync-keystore.js";
 import { formatIssue, type Generation, type KeystoreIssue, type TokenMatch } from "./types.js";
@@ -47,6 +47,7 @@ export class KeystoreManager {
   private warnings: readonly string[] = [];
   /** Hash of the file bytes last decided (valid or not); null after a read failure. */
   private lastSeenSha256: string | null = null;
+  private readonly worker = new ReloadWorker();
   private inFlight: Promise<ReloadOutcome> | undefined;
   private queued: Promise<ReloadOutcome> | undefined;
 
@@ -83,6 +84,12 @@ export class KeystoreManager {
     return this.inFlight;
   }
 
+  /** Waits for a reload in progress, then stops the sync worker. */
+  async close(): Promise<void> {
+    await this.inFlight?.catch(() => undefined);
+    await this.worker.close();
+  }
+
   /** What /keystore shows: no secrets. */
   status(): KeystoreStatus {
     return {
@@ -99,7 +106,7 @@ export class KeystoreManager {
     this.lastReloadAt = now.toISOString();
     let outcome: SyncOutcome;
     try {
-      outcome = await syncInWorker({
+      outcome = await this.worker.sync({
         path: this.options.path,
         dbPath: this.options.dbPath,
         masterKeys: [...this.options.masterKeys].map(

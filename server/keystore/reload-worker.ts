@@ -1,15 +1,17 @@
 /**
- * Worker-thread entry for one keystore sync. Parsing and validating a 100 000-client
- * keystore.yaml takes long enough to stall every Check if done on the main thread, and
- * its garbage would stay in the server's heap; a short-lived worker with its own SQLite
- * connection (WAL lets the main thread keep reading) keeps both off the hot path.
+ * Worker-thread entry for keystore syncs. Parsing and validating a 100 000-client
+ * keystore.yaml takes long enough to stall every Check if done on the main thread; here
+ * it runs beside it, with its own SQLite connection (WAL lets the main thread keep
+ * reading). The worker stays up while edits keep coming and is retired when idle, which
+ * returns its heap to the system.
  */
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import { KeystoreStore } from "./store.js";
 import { type SyncOutcome, type SyncRequest, syncKeystoreFile } from "./sync-keystore.js";
 
-/** What the main thread sends: a SyncRequest with master keys as transferable pairs. */
+/** What the main thread sends: a SyncRequest with master keys as plain pairs. */
 export interface WorkerInput extends Omit<SyncRequest, "masterKeys"> {
+  readonly id: number;
   readonly dbPath: string;
   readonly masterKeys: ReadonlyArray<readonly [string, Uint8Array]>;
   /** ISO time the reload started. */
@@ -17,22 +19,35 @@ export interface WorkerInput extends Omit<SyncRequest, "masterKeys"> {
 }
 
 export type WorkerOutput =
-  | { readonly ok: true; readonly outcome: SyncOutcome }
-  | { readonly ok: false; readonly error: string };
+  | { readonly id: number; readonly ok: true; readonly outcome: SyncOutcome }
+  | { readonly id: number; readonly ok: false; readonly error: string };
+
+const stores = new Map<string, KeystoreStore>();
+
+function storeFor(dbPath: string): KeystoreStore {
+  let store = stores.get(dbPath);
+  if (!store) {
+    store = KeystoreStore.open(dbPath);
+    stores.set(dbPath, store);
+  }
+  return store;
+}
 
 function run(input: WorkerInput): WorkerOutput {
-  const store = KeystoreStore.open(input.dbPath);
   try {
     const masterKeys = new Map(input.masterKeys.map(([kid, key]) => [kid, Buffer.from(key)]));
-    return {
-      ok: true,
-      outcome: syncKeystoreFile(store, { ...input, masterKeys }, new Date(input.now)),
-    };
+    const outcome = syncKeystoreFile(
+      storeFor(input.dbPath),
+      { ...input, masterKeys },
+      new Date(input.now),
+    );
+    return { id: input.id, ok: true, outcome };
   } catch (error) {
-    return { ok: false, error: (error as Error).message };
-  } finally {
-    store.close();
+    // The connection may be in a bad state; open a fresh one next time.
+    stores.get(input.dbPath)?.close();
+    stores.delete(input.dbPath);
+    return { id: input.id, ok: false, error: (error as Error).message };
   }
 }
 
-parentPort?.postMessage(run(workerData as WorkerInput));
+parentPort?.on("message", (input: WorkerInput) => parentPort?.postMessage(run(input)));

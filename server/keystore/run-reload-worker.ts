@@ -1,54 +1,101 @@
 /**
- * Runs one keystore sync in a short-lived worker thread and returns its outcome.
+ * Runs keystore syncs in a worker thread, one at a time. The worker is started on
+ * demand, reused while edits keep coming (no start-up cost per save), and retired after
+ * an idle period so the heap a large keystore needed is given back.
  */
 import { Worker } from "node:worker_threads";
 import type { WorkerInput, WorkerOutput } from "./reload-worker.js";
 import type { SyncOutcome } from "./sync-keystore.js";
 
 /** A sync that has not answered in this time is abandoned (and reported as an error). */
-const WORKER_TIMEOUT_MS = 60_000;
+const SYNC_TIMEOUT_MS = 60_000;
+/** An idle worker is retired after this long. */
+const IDLE_MS = 10_000;
 
 // From source (tests run TypeScript through tsx) the worker must register tsx itself:
 // loader hooks of the main thread do not reach worker threads on Node 20.
 const FROM_SOURCE = import.meta.url.endsWith(".ts");
 const ENTRY = new URL(FROM_SOURCE ? "./reload-worker.ts" : "./reload-worker.js", import.meta.url);
 
-function spawn(input: WorkerInput): Worker {
-  if (!FROM_SOURCE) return new Worker(ENTRY, { workerData: input });
+function spawn(): Worker {
+  if (!FROM_SOURCE) return new Worker(ENTRY);
   const bootstrap = `import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(ENTRY.href)}); });`;
-  return new Worker(bootstrap, { eval: true, workerData: input });
+  return new Worker(bootstrap, { eval: true });
 }
 
-/**
- * Syncs keystore.yaml into SQLite off the main thread.
- * @throws Error when the worker fails (SQLite error, crash, timeout).
- */
-export function syncInWorker(input: WorkerInput): Promise<SyncOutcome> {
-  return new Promise((resolve, reject) => {
-    const worker = spawn(input);
-    let settled = false;
-    const settle = (fn: () => void) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      fn();
-    };
-    const timer = setTimeout(() => {
-      settle(() =>
-        reject(new Error(`keystore sync did not finish within ${WORKER_TIMEOUT_MS} ms`)),
+type Pending = {
+  resolve: (outcome: SyncOutcome) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+};
+
+export class ReloadWorker {
+  private worker: Worker | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  /**
+   * Syncs keystore.yaml into SQLite off the main thread.
+   * @throws Error when the sync fails (SQLite error, worker crash, timeout).
+   */
+  sync(input: Omit<WorkerInput, "id">): Promise<SyncOutcome> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    const worker = this.ensureWorker();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.fail(new Error(`keystore sync did not finish within ${SYNC_TIMEOUT_MS} ms`)),
+        SYNC_TIMEOUT_MS,
       );
-      void worker.terminate();
-    }, WORKER_TIMEOUT_MS);
-    worker.once("message", (output: WorkerOutput) =>
-      settle(() =>
-        output.ok
-          ? resolve(output.outcome)
-          : reject(new Error(`keystore sync failed: ${output.error}`)),
-      ),
-    );
-    worker.once("error", (error) => settle(() => reject(error)));
-    worker.once("exit", (code) =>
-      settle(() => reject(new Error(`keystore sync worker exited (${code}) without an answer`))),
-    );
-  });
+      this.pending.set(id, { resolve, reject, timer });
+      worker.postMessage({ ...input, id } satisfies WorkerInput);
+    });
+  }
+
+  /** Stops the worker; pending syncs fail. */
+  close(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    const worker = this.worker;
+    this.fail(new Error("keystore sync worker closed"));
+    return worker ? worker.terminate().then(() => undefined) : Promise.resolve();
+  }
+
+  private ensureWorker(): Worker {
+    if (this.worker) return this.worker;
+    const worker = spawn();
+    worker.unref();
+    worker.on("message", (output: WorkerOutput) => this.settle(output));
+    worker.on("error", (error) => this.fail(error));
+    worker.on("exit", (code) => {
+      if (this.worker === worker) this.fail(new Error(`keystore sync worker exited (${code})`));
+    });
+    this.worker = worker;
+    return worker;
+  }
+
+  private settle(output: WorkerOutput): void {
+    const pending = this.pending.get(output.id);
+    if (!pending) return;
+    this.pending.delete(output.id);
+    clearTimeout(pending.timer);
+    if (output.ok) pending.resolve(output.outcome);
+    else pending.reject(new Error(`keystore sync failed: ${output.error}`));
+    if (this.pending.size === 0) {
+      this.idleTimer = setTimeout(() => void this.close(), IDLE_MS);
+      this.idleTimer.unref();
+    }
+  }
+
+  /** Fails every pending sync and drops the worker, so the next sync starts a fresh one. */
+  private fail(error: Error): void {
+    const worker = this.worker;
+    this.worker = undefined;
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+      this.pending.delete(id);
+    }
+    if (worker) void worker.terminate();
+  }
 }
