@@ -20,7 +20,7 @@ import {
   startKeygateChild,
 } from "./processes.js";
 import { type Target, target } from "./report.js";
-import { median, round } from "./stats.js";
+import { median, quietRuns, round } from "./stats.js";
 import {
   CLIENT_ID_HEADER,
   encodeCheck,
@@ -52,6 +52,8 @@ export interface SideSummary {
   readonly backgroundCpuCores: number | null;
   readonly serialP50Us: number;
   readonly serialP99Us: number;
+  /** Saturating runs the medians are over (runs disturbed by other processes are left out when quieter ones exist). */
+  readonly runsUsed: number;
   /** Answers that were not the expected allow, over every measured run. */
   readonly nonAllowed: number;
   readonly allowed: number;
@@ -146,9 +148,9 @@ function medianOrNull(values: readonly (number | null)[]): number | null {
 }
 
 function sideSummary(runs: CheckSectionResult["runs"], side: Side): SideSummary {
-  const saturating = summarize(runs, side, "saturating");
-  const serial = summarize(runs, side, "serial");
-  const all = [...saturating, ...serial];
+  const all = [...summarize(runs, side, "saturating"), ...summarize(runs, side, "serial")];
+  const saturating = quietRuns(summarize(runs, side, "saturating"));
+  const serial = quietRuns(summarize(runs, side, "serial"));
   const cpu = saturating.map((r) => r.serverCpuUsPerCall).filter((v): v is number => v !== null);
   const cores = saturating.map((r) => r.serverCpuCores).filter((v): v is number => v !== null);
   const nonAllowed = all.reduce(
@@ -166,6 +168,7 @@ function sideSummary(runs: CheckSectionResult["runs"], side: Side): SideSummary 
     backgroundCpuCores: medianOrNull(saturating.map((r) => r.backgroundCpuCores)),
     serialP50Us: round(median(serial.map((r) => r.latencyUs.p50)), 1),
     serialP99Us: round(median(serial.map((r) => r.latencyUs.p99)), 1),
+    runsUsed: saturating.length,
     nonAllowed,
     allowed: all.reduce((sum, r) => sum + r.allowed, 0),
   };

@@ -214,6 +214,7 @@ export async function runHotPathSection(params: HotPathParams): Promise<HotPathS
       nsPerCall: round(measure(params, work), 0),
     }));
     void sink;
+    await manager.close();
     return { params, phases: results };
   } finally {
     store.close();

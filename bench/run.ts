@@ -77,7 +77,7 @@ const SCALE_PARAMS: ScaleParams = QUICK
       sessions: 2,
       inflightPerSession: 8,
       warmupMs: 1500,
-      durationMs: 5000,
+      durationMs: 4000,
       repetitions: 3,
       maxCalls: 2_000_000,
       watchWindowMs: 3000,
@@ -87,7 +87,7 @@ const SCALE_PARAMS: ScaleParams = QUICK
 /** Each measurement waits for other people's work on the shared machine to quieten down. */
 const QUIET_GATE: QuietGate = QUICK
   ? { thresholdCores: 0.5, maxWaitMs: 2000 }
-  : { thresholdCores: 0.5, maxWaitMs: 20_000 };
+  : { thresholdCores: 0.5, maxWaitMs: 8000 };
 
 const HOT_PATH_PARAMS: HotPathParams = QUICK
   ? { iterations: 2000, rounds: 3 }
@@ -154,6 +154,7 @@ function checkTable(check: CheckSectionResult): string[][] {
     String(side.serialP50Us),
     String(side.serialP99Us),
     `${side.allowed} / ${side.nonAllowed}`,
+    String(side.runsUsed),
   ];
   return [
     [
@@ -167,6 +168,7 @@ function checkTable(check: CheckSectionResult): string[][] {
       "serial p50 µs",
       "serial p99 µs",
       "allowed / not",
+      "runs in median",
     ],
     row("floor (bare grpc-js)", check.floor),
     row("keygate", check.keygate),
@@ -182,6 +184,7 @@ function checkTable(check: CheckSectionResult): string[][] {
       "",
       String(round(check.keygate.serialP50Us / check.floor.serialP50Us, 3)),
       String(round(check.keygate.serialP99Us / check.floor.serialP99Us, 3)),
+      "",
       "",
     ],
   ];
@@ -202,11 +205,12 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
       "p99 µs",
       "CPU µs/check",
       "other processes' cores",
+      "runs in median",
       "store lookup ns",
       "reload started after save ms",
       "revoked after ms",
       "longest Check in reload ms",
-      "RSS MiB settled (peak)",
+      "RSS MiB: start / after reload / worker retired (peak)",
     ],
     ...scale.sizes.map((size) => [
       String(size.clients),
@@ -221,11 +225,12 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
       String(size.check.p99Us),
       String(size.check.serverCpuUsPerCall ?? "n/a"),
       String(size.check.backgroundCpuCores ?? "n/a"),
+      `${size.check.runsUsed}/${size.check.runs.length}`,
       String(size.inProcess.lookupNs),
       String(size.revocation.reloadStartedAfterMs ?? "n/a"),
       `${size.revocation.visibleMs ?? "n/a"} (${size.revocation.mechanism})`,
       String(size.revocation.longestCheckMs),
-      `${size.memory.rssAfterReloadMiB ?? "n/a"} (${size.memory.peakRssMiB ?? "n/a"})`,
+      `${size.memory.rssAfterStartMiB ?? "n/a"} / ${size.memory.rssAfterReloadMiB ?? "n/a"} / ${size.memory.rssSettledMiB ?? "n/a"} (${size.memory.peakRssMiB ?? "n/a"})`,
     ]),
   ];
 }
@@ -277,11 +282,11 @@ ${markdownTable(checkTable(check))}
 
 ${check.sanity.map((line) => `- ${line}`).join("\n")}
 
-Both servers and the load generator share ${m.cpus} cores, so "server cores busy" shows whether a server was the bottleneck; server CPU µs per check (from /proc, all threads, user + system) is the figure least disturbed by that sharing. The machine is also shared with other engineers' builds and tests: before every run the benchmark waits up to ${results.quietGate.maxWaitMs / 1000} s for the whole machine to use under ${results.quietGate.thresholdCores} cores, and "other processes' cores" is what everything else used during the measured window (from /proc/stat).
+Both servers and the load generator share ${m.cpus} cores, so "server cores busy" shows whether a server was the bottleneck; server CPU µs per check (from /proc, all threads, user + system) is the figure least disturbed by that sharing. The machine is also shared with other engineers' builds and tests: before every run the benchmark waits up to ${results.quietGate.maxWaitMs / 1000} s for the whole machine to use under ${results.quietGate.thresholdCores} cores, and "other processes' cores" is what everything else used during the measured window (from /proc/stat). Runs during which other processes used 0.3 cores or more are kept in latest.json but left out of the medians when quieter runs of the same kind exist ("runs in median").
 
 ## Keystore scale
 
-In-process timings (the compiled keystore modules, on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\` = initial sync; then a one-line edit (one client disabled) reloaded through \`KeystoreManager.reload()\` (the server's path: a worker thread reads, hashes, parses, applies; the main thread switches generation), during which the main thread issues the write \`UsageRecorder\` flushes every few seconds (\`store.recordUsage\`, every 100 ms here) and the longest one is reported: a write that waits for the worker's lock stalls every Check. Store lookup: \`KeystoreStore.lookup\` over the sampled digests. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce). RSS settled: VmRSS 2 s after the revocation's reload; peak: VmHWM over the server's life (initial load included).
+In-process timings (the compiled keystore modules, on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\` = initial sync; then a one-line edit (one client disabled) reloaded through \`KeystoreManager.reload()\` (the server's path: a worker thread reads, hashes, parses, applies; the main thread switches generation), during which the main thread issues the write \`UsageRecorder\` flushes every few seconds (\`store.recordUsage\`, every 100 ms here) and the longest one is reported: a write that waits for the worker's lock stalls every Check. Store lookup: \`KeystoreStore.lookup\` over the sampled digests. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce). RSS: VmRSS after start-up, 2 s after the revocation's reload (the sync worker still alive), and once the idle sync worker has been retired (12.5 s after the last reload); peak: VmHWM over the server's life (initial load included).
 
 ${markdownTable(scaleTable(scale))}
 

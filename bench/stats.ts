@@ -25,3 +25,19 @@ export function round(value: number, digits = 2): number {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;
 }
+
+/** Other processes' CPU above which a run counts as disturbed (the machine has 2 cores). */
+export const DISTURBED_CORES = 0.3;
+
+/**
+ * The runs to take medians over: those during which other processes used under
+ * DISTURBED_CORES, or every run when none was that quiet.
+ */
+export function quietRuns<T extends { readonly backgroundCpuCores: number | null }>(
+  runs: readonly T[],
+): T[] {
+  const quiet = runs.filter(
+    (run) => run.backgroundCpuCores !== null && run.backgroundCpuCores < DISTURBED_CORES,
+  );
+  return quiet.length > 0 ? quiet : [...runs];
+}
