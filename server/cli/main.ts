@@ -1,128 +1,89 @@
 #!/usr/bin/env node
 /**
  * The `keygate` command line. Usage errors exit 2 with the usage text; failures exit 1
- * with one clear line; secrets are read from stdin only.
+ * with one clear line (and, for keystore problems, the issues under it); secrets are read
+ * from stdin only, never argv.
  */
-import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.js";
-import { encryptSecret, generateMasterKey } from "../crypto/aes-gcm.js";
+import { generateMasterKey } from "../crypto/aes-gcm.js";
 import { hashToken } from "../crypto/token-hash.js";
-import { readKeystoreFile } from "../keystore/load.js";
-import { writeStarterKeystore } from "../keystore/starter.js";
-import { formatIssue, KeystoreError } from "../keystore/types.js";
+import { DEFAULTS_AAD, KeystoreEditError } from "../keystore/keystore-editor.js";
+import { DetailedError, out, parseCommand, stringValue, UsageError } from "./args.js";
+import { keystoreCommand } from "./keystore-commands.js";
 import { readSecretFromStdin } from "./read-stdin.js";
-import { serve } from "./serve.js";
+import { seal, sealingKey } from "./upstream-key-input.js";
 
 export const USAGE = `usage: keygate <command> [options]
 
-  serve                              run the server (what npm start does)
-  keystore init                      write a starter keystore.yaml (mode 0600); prints the demo token
-  keystore check                     validate keystore.yaml; prints file:line:column: message per problem
-  hash                               stdin token -> lowercase hex SHA-256
-  keygen [--kid k1]                  print a new master key as kid:base64
-  encrypt --client <id> [--kid K]    stdin secret -> enc:v1:... bound to that client id
+  serve                                  run the server (what npm start does)
 
-  --keystore FILE                    keystore path (default: $KEYGATE_KEYSTORE or ./keystore.yaml)
+  keystore init                          write a starter keystore.yaml (mode 0600); prints the demo token
+  keystore add <id> [--name N] [--routes /a,/b] [--models m1,m2] [--expires T] [--internal]
+               [--upstream-key-stdin [--kid K] | --upstream-key-env VAR]
+                                         new client; prints only its new token
+  keystore rotate <id> [--grace 24h] [--expires T]
+                                         new token printed; old tokens expire after the grace
+                                         (default 0: removed at once)
+  keystore revoke <id> [--token SHA256-PREFIX]
+                                         remove the client's tokens, or the one whose digest starts so
+  keystore disable <id> | enable <id> | remove <id>
+  keystore set-upstream-key (<id> | --defaults) [--kid K]
+                                         stdin upstream key -> enc:v1:... under the newest master key
+  keystore list [--json]                 clients, token counts and expiries, key kinds, last use; no secrets
+  keystore check                         validate; prints file:line:column: message per problem
+  keystore reencrypt --to KID            re-encrypt every enc: value under master key KID
+
+  hash                                   stdin token -> lowercase hex SHA-256
+  keygen [--kid k1]                      print a new master key as kid:base64
+  encrypt (--client <id> | --defaults) [--kid K]
+                                         stdin secret -> enc:v1:... bound to that client id
+
+  Keystore commands take --keystore FILE (default: $KEYGATE_KEYSTORE, else ./keystore.yaml).
+  T is an RFC 3339 time (2026-12-01T00:00:00Z) or a duration from now (90d); durations: 30m, 24h, 7d.
+  Master keys come from KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE (kid:base64[,kid:base64]);
+  the last one listed is the newest.
 `;
 
-/** A usage problem: printed with the usage text, exit 2. */
-class UsageError extends Error {}
-
-type Options = Record<string, { type: "string" | "boolean"; short?: string }>;
-
-function parse(args: string[], options: Options, positionals = 0) {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
+async function encrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const parsed = parseCommand("encrypt", args, {
+    client: { type: "string" },
+    defaults: { type: "boolean" },
+    kid: { type: "string" },
+  });
+  const client = stringValue(parsed, "client");
+  const forDefaults = parsed.values.defaults === true;
+  if ((client === undefined) === !forDefaults) {
+    throw new UsageError("encrypt needs --client <id> or --defaults (one of them)");
   }
-  if (parsed.positionals.length > positionals)
-    throw new UsageError(`unexpected argument "${parsed.positionals[positionals]}"`);
-  return parsed;
-}
-
-function keystorePath(value: unknown, env: NodeJS.ProcessEnv): string {
-  return typeof value === "string" ? value : (env.KEYGATE_KEYSTORE ?? "./keystore.yaml");
-}
-
-function out(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
-
-async function keystoreCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const [sub, ...rest] = args;
-  switch (sub) {
-    case "init": {
-      const { values } = parse(rest, { keystore: { type: "string" } });
-      const path = keystorePath(values.keystore, env);
-      const { token } = writeStarterKeystore(path);
-      process.stderr.write(`wrote ${path} with client "demo"; its token (shown once):\n`);
-      out(token);
-      return 0;
-    }
-    case "check": {
-      const { values } = parse(rest, { keystore: { type: "string" } });
-      const path = keystorePath(values.keystore, env);
-      const config = loadConfig(env);
-      try {
-        const loaded = readKeystoreFile(path, {
-          masterKeys: config.masterKeys,
-          env,
-          requireClients: config.mode === "enforce",
-        });
-        for (const warning of loaded.warnings)
-          process.stderr.write(`${formatIssue(warning)} (warning)\n`);
-        out(`${path}: ok, ${loaded.keystore.clients.length} clients`);
-        return 0;
-      } catch (error) {
-        if (!(error instanceof KeystoreError)) throw error;
-        for (const issue of error.issues) out(formatIssue(issue));
-        return 1;
-      }
-    }
-    default:
-      throw new UsageError(
-        sub === undefined ? "keystore needs a subcommand" : `unknown keystore command "${sub}"`,
-      );
-  }
+  const sealing = sealingKey(loadConfig(env).masterKeys, stringValue(parsed, "kid"));
+  out(seal(await readSecretFromStdin("secret"), client ?? DEFAULTS_AAD, sealing));
+  return 0;
 }
 
 /** Runs one CLI invocation and returns the exit code. */
-export async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
-      case "serve":
-        parse(rest, {});
+      case "serve": {
+        parseCommand("serve", rest, {});
+        // Loaded only here: the other commands start faster without the gRPC stack.
+        const { serve } = await import("./serve.js");
         return await serve(env);
+      }
       case "keystore":
         return await keystoreCommand(rest, env);
       case "hash":
-        parse(rest, {});
-        out(hashToken(await readSecretFromStdin("the token")));
+        parseCommand("hash", rest, {});
+        out(hashToken(await readSecretFromStdin("token")));
         return 0;
       case "keygen": {
-        const { values } = parse(rest, { kid: { type: "string" } });
-        out(generateMasterKey(typeof values.kid === "string" ? values.kid : "k1"));
+        const parsed = parseCommand("keygen", rest, { kid: { type: "string" } });
+        out(generateMasterKey(stringValue(parsed, "kid") ?? "k1"));
         return 0;
       }
-      case "encrypt": {
-        const { values } = parse(rest, { client: { type: "string" }, kid: { type: "string" } });
-        if (typeof values.client !== "string") throw new UsageError("encrypt needs --client <id>");
-        const keys = loadConfig(env).masterKeys;
-        const kid = typeof values.kid === "string" ? values.kid : [...keys.keys()].at(-1);
-        const key = kid === undefined ? undefined : keys.get(kid);
-        if (kid === undefined || key === undefined) {
-          throw new Error(
-            kid === undefined
-              ? "no master key: set KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE"
-              : `master key "${kid}" is not loaded`,
-          );
-        }
-        out(encryptSecret(await readSecretFromStdin("the secret"), values.client, kid, key));
-        return 0;
-      }
+      case "encrypt":
+        return await encrypt(rest, env);
       case "help":
       case "--help":
       case "-h":
@@ -134,17 +95,24 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<numbe
         );
     }
   } catch (error) {
-    if (error instanceof UsageError) {
-      process.stderr.write(`keygate: ${error.message}\n\n${USAGE}`);
-      return 2;
-    }
-    const message =
-      error instanceof ConfigError
-        ? `configuration error: ${error.message}`
-        : (error as Error).message;
-    process.stderr.write(`keygate: ${message}\n`);
-    return 1;
+    return reportFailure(error);
   }
+}
+
+function reportFailure(error: unknown): number {
+  if (error instanceof UsageError) {
+    process.stderr.write(`keygate: ${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+  const message =
+    error instanceof ConfigError
+      ? `configuration error: ${error.message}`
+      : (error as Error).message;
+  process.stderr.write(`keygate: ${message}\n`);
+  if (error instanceof KeystoreEditError || error instanceof DetailedError) {
+    for (const line of error.details) process.stderr.write(`${line}\n`);
+  }
+  return 1;
 }
 
 run(process.argv.slice(2), process.env).then(

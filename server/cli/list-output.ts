@@ -1,0 +1,151 @@
+/**
+ * `keygate keystore list`: what an operator needs to see about each client, as a table
+ * or as JSON, and never a secret: token digests appear only as 12-character prefixes
+ * (what `revoke --token` takes), upstream keys only as their kind and kid or variable.
+ * Pure: the keystore, the usage and `now` are passed in.
+ */
+import { ENC_PATTERN } from "../crypto/aes-gcm.js";
+import { digestPrefix } from "../crypto/token-hash.js";
+import type { ClientKind, Keystore } from "../keystore/types.js";
+import { formatTimestamp } from "./time-args.js";
+
+export interface ClientUsage {
+  /** Epoch ms, or null if never used. */
+  readonly lastUsedAt: number | null;
+  readonly useCount: number;
+}
+
+export type UpstreamKeySource =
+  | { readonly source: "enc"; readonly kid: string }
+  | { readonly source: "env"; readonly variable: string }
+  | { readonly source: "default" }
+  | { readonly source: "none" };
+
+/** One client as `list --json` prints it (snake_case, as in keystore.yaml). */
+export interface ListedClient {
+  readonly id: string;
+  readonly name: string | null;
+  readonly kind: ClientKind;
+  readonly disabled: boolean;
+  readonly token_count: number;
+  readonly expired_token_count: number;
+  /** The earliest expiry still ahead, or null. */
+  readonly next_expiry: string | null;
+  readonly tokens: readonly {
+    readonly sha256_prefix: string;
+    readonly expires: string | null;
+    readonly expired: boolean;
+  }[];
+  readonly upstream_key: UpstreamKeySource;
+  /** null when unknown (no database) or never used. */
+  readonly last_used_at: string | null;
+  /** null when unknown (no database). */
+  readonly use_count: number | null;
+}
+
+/**
+ * The listing of a validated keystore.
+ * @param usage last use by client id from the database, or undefined when there is none.
+ */
+export function listClients(
+  keystore: Keystore,
+  usage: ReadonlyMap<string, ClientUsage> | undefined,
+  now: number,
+): ListedClient[] {
+  return keystore.clients.map((client) => {
+    const tokens = client.tokens.map((token) => ({
+      sha256_prefix: digestPrefix(token.digest),
+      expires: token.expiresAt === null ? null : formatTimestamp(token.expiresAt),
+      expired: token.expiresAt !== null && token.expiresAt <= now,
+    }));
+    const ahead = client.tokens
+      .map((token) => token.expiresAt)
+      .filter((at): at is number => at !== null && at > now);
+    const used = usage?.get(client.id);
+    return {
+      id: client.id,
+      name: client.name,
+      kind: client.kind,
+      disabled: client.disabled,
+      token_count: tokens.length,
+      expired_token_count: tokens.filter((token) => token.expired).length,
+      next_expiry: ahead.length === 0 ? null : formatTimestamp(Math.min(...ahead)),
+      tokens,
+      upstream_key: upstreamKeySource(client.upstreamKey, keystore.defaultUpstreamKey),
+      last_used_at:
+        used?.lastUsedAt === undefined || used.lastUsedAt === null
+          ? null
+          : formatTimestamp(used.lastUsedAt),
+      use_count: usage === undefined ? null : (used?.useCount ?? 0),
+    };
+  });
+}
+
+function upstreamKeySource(own: string | null, fallback: string | null): UpstreamKeySource {
+  if (own === null) return fallback === null ? { source: "none" } : { source: "default" };
+  const kid = ENC_PATTERN.exec(own)?.[1];
+  if (kid !== undefined) return { source: "enc", kid };
+  return { source: "env", variable: own.slice("env:".length) };
+}
+
+/** The JSON document `list --json` prints. */
+export function renderJson(
+  keystorePath: string,
+  usageFrom: string | null,
+  clients: readonly ListedClient[],
+): string {
+  return `${JSON.stringify({ keystore: keystorePath, usage_from: usageFrom, clients }, null, 2)}\n`;
+}
+
+const COLUMNS = [
+  "ID",
+  "NAME",
+  "KIND",
+  "STATUS",
+  "TOKENS",
+  "NEXT EXPIRY",
+  "UPSTREAM KEY",
+  "LAST USE",
+  "USES",
+] as const;
+
+/** An aligned table, one client per line, with a header. */
+export function renderTable(clients: readonly ListedClient[]): string {
+  const rows = clients.map((client) => [
+    client.id,
+    client.name ?? "-",
+    client.kind,
+    client.disabled ? "disabled" : "enabled",
+    client.expired_token_count === 0
+      ? String(client.token_count)
+      : `${client.token_count} (${client.expired_token_count} expired)`,
+    client.next_expiry ?? "-",
+    client.kind === "internal" ? "- (internal)" : describeSource(client.upstream_key),
+    client.last_used_at ?? (client.use_count === null ? "-" : "never"),
+    client.use_count === null ? "-" : String(client.use_count),
+  ]);
+  const all = [[...COLUMNS], ...rows];
+  const widths = COLUMNS.map((_, column) =>
+    Math.max(...all.map((row) => (row[column] ?? "").length)),
+  );
+  return all
+    .map((row) =>
+      row
+        .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .map((line) => `${line}\n`)
+    .join("");
+}
+
+function describeSource(source: UpstreamKeySource): string {
+  switch (source.source) {
+    case "enc":
+      return `enc (${source.kid})`;
+    case "env":
+      return `env (${source.variable})`;
+    default:
+      return source.source;
+  }
+}
