@@ -3,13 +3,20 @@
  * (schemas/keystore.schema.json) → semantic checks → conversion, then warnings for
  * upstream keys that will not resolve. Every problem is located as file:line:column and
  * all of them are reported at once, so an operator fixes a file in one pass.
+ *
+ * Two readers give one answer. The plain path reads the file with js-yaml, several times
+ * faster and leaner than yaml's Document on a large keystore, and serves every valid file
+ * written in plain YAML. Anything else (a syntax error, any issue, or a construct the two
+ * parsers could read differently) goes to the located path, yaml's Document, which knows
+ * where every node is.
  * Pure apart from readKeystoreFile's single read; never prints a secret.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { ErrorObject } from "ajv";
+import type { ErrorObject, ValidateFunction } from "ajv";
 import { Ajv } from "ajv";
 import addFormats from "ajv-formats";
+import { type EventType, FAILSAFE_SCHEMA, load as loadYaml, type State, Type } from "js-yaml";
 import {
   type Document,
   isAlias,
@@ -20,11 +27,12 @@ import {
   parseDocument,
   type YAMLError,
 } from "yaml";
-import { decryptSecret, ENC_PATTERN, type MasterKeys } from "../crypto/aes-gcm.js";
+import { decryptSecret, ENC_PATTERN, ENC_PREFIX, type MasterKeys } from "../crypto/aes-gcm.js";
 import { digestPrefix } from "../crypto/token-hash.js";
 import { readSchema } from "../paths.js";
 import {
   type ClientKind,
+  DEFAULTS_AAD,
   type Keystore,
   type KeystoreClient,
   KeystoreError,
@@ -73,21 +81,45 @@ interface Locator {
    */
   issue(path: readonly Segment[], message: string, anchor?: Anchor): KeystoreIssue;
   line(path: readonly Segment[]): number;
+  /** The scalar at `path` as written in the file, when there is one. */
+  source(path: readonly Segment[]): string | undefined;
 }
 interface Anchor {
   readonly path?: readonly Segment[];
   readonly atKey?: boolean;
 }
 
+/** A problem at a path in the data, before it is given a position. */
+interface Finding {
+  readonly path: readonly Segment[];
+  readonly message: string;
+}
+
 // Non-standard keywords that yaml-language-server also shows in editors, so operators
 // read the same message in their editor and in `keygate keystore check`.
 const MESSAGE_KEYWORDS = ["errorMessage", "patternErrorMessage"] as const;
 
-const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
-ajv.addVocabulary([...MESSAGE_KEYWORDS]);
-// ajv-formats is CommonJS: under NodeNext its default export is the module object.
-addFormats.default(ajv, ["date-time"]);
-const validateShape = ajv.compile<RawKeystore>(readSchema("keystore.schema.json"));
+/**
+ * The keystore schema compiled to a validator. `allErrors` collects every error with its
+ * data, for the located path's report; without it, validation stops at the first error,
+ * which is all the plain path needs to know (a broken 100 000-client file would otherwise
+ * build every error twice).
+ */
+function compileShape(allErrors: boolean): ValidateFunction<RawKeystore> {
+  const ajv = new Ajv({ allErrors, strict: true, verbose: allErrors });
+  ajv.addVocabulary([...MESSAGE_KEYWORDS]);
+  // ajv-formats is CommonJS: under NodeNext its default export is the module object.
+  addFormats.default(ajv, ["date-time"]);
+  return ajv.compile<RawKeystore>(readSchema("keystore.schema.json"));
+}
+
+const isShapeValid = compileShape(false);
+let reportingValidator: ValidateFunction<RawKeystore> | undefined;
+/** Compiled on first use: loading a valid file never needs it. */
+function shapeReporter(): ValidateFunction<RawKeystore> {
+  reportingValidator ??= compileShape(true);
+  return reportingValidator;
+}
 
 const TYPE_WORDS: Readonly<Record<string, string>> = {
   object: "a mapping",
@@ -114,6 +146,21 @@ const UNSAFE_KEY_VALUE = /[\r\n\0]/;
 const RFC3339 =
   /^(\d{4})-(\d{2})-(\d{2})[Tt\s](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:[Zz]|([+-])(\d{2})(?::?(\d{2}))?)$/;
 const EXPIRES_MESSAGE = "must be an RFC 3339 date-time with a time zone, e.g. 2026-12-01T00:00:00Z";
+/** Any line longer goes to the located path: yaml refuses implicit keys past 1024 characters, js-yaml does not. */
+const MAX_PLAIN_LINE = 1024;
+/** A line holding one of these, ending in "-" or starting with a document marker is read closely. */
+const SUSPECT_LINE = /[\t\r"'#&*!?%@`|>[\]{}]|-[ ]*$|^(?:---|\.\.\.)/gm;
+/** What may come right before a node's first character. */
+const NODE_SEPARATORS = new Set([..." [{,:"]);
+/** A node starting with one of these is an anchor, alias, tag, explicit key, directive or block scalar. */
+const NODE_INDICATORS = new Set([..."&*!?%@`|>"]);
+/** Ends of tokens that a "#" may not touch. */
+const AFTER_TOKEN = new Set([..."\"'[]{},"]);
+/** The rest of a line after a "-" that makes it an empty list item. */
+const BLANK_REST = /^ *(?:#[\s\S]*)?\r?$/;
+/** The rest of a line after "---" or "..." that keeps it a bare document marker. */
+const MARKER_REST = /^(?: +(?:#[\s\S]*)?)?\r?$/;
+const BOM = "\uFEFF";
 const NO_CLIENTS_MESSAGE =
   "is empty: in enforce mode an empty keystore would deny every request; add a client " +
   "(keygate keystore add <id>) or set KEYGATE_MODE to recognize, dry-run or off";
@@ -163,9 +210,33 @@ function sha256Hex(source: string | Buffer): string {
 }
 
 function parseSource(text: string, sourceSha256: string, options: LoadOptions): LoadedKeystore {
+  return parsePlain(text, sourceSha256, options) ?? parseLocated(text, sourceSha256, options);
+}
+
+/**
+ * The plain path alone: the keystore, or undefined where parseKeystore defers to the
+ * located path. Exported so tests can hold both paths to one answer.
+ */
+export function parseKeystorePlain(text: string, options: LoadOptions): LoadedKeystore | undefined {
+  return parsePlain(text, sha256Hex(text), options);
+}
+
+/**
+ * The located path alone (yaml's Document), whatever the file. Exported so tests can hold
+ * both paths to one answer.
+ * @throws KeystoreError with every issue found, each located in `options.file`.
+ */
+export function parseKeystoreLocated(text: string, options: LoadOptions): LoadedKeystore {
+  return parseLocated(text, sha256Hex(text), options);
+}
+
+/** yaml's Document: slow at scale, but it places every issue and warning. */
+function parseLocated(text: string, sourceSha256: string, options: LoadOptions): LoadedKeystore {
   const lines = new LineCounter();
-  // prettyErrors off: messages without the code excerpt, positions computed by us.
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  // prettyErrors off: messages without the code excerpt, positions computed by us. logLevel
+  // error: yaml would print to stderr that it stringified a collection key (`[id]: a`);
+  // that key is reported as an unknown field anyway.
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, logLevel: "error" });
   const issueAt = (offset: number, message: string): KeystoreIssue => {
     const { line, col } = lines.linePos(offset);
     return { file: options.file, line, column: col, message };
@@ -180,7 +251,12 @@ function parseSource(text: string, sourceSha256: string, options: LoadOptions): 
         `${describePath(path)}: ${message}`,
       ),
     line: (path) => lines.linePos(offsetOf(doc, path, false)).line,
+    source: (path) => {
+      const node = doc.getIn(path, true);
+      return isScalar(node) && node.range ? text.slice(node.range[0], node.range[1]) : undefined;
+    },
   };
+  const validateShape = shapeReporter();
   const valid = validateShape(data);
   const errors = [
     ...(valid ? [] : schemaIssues(validateShape.errors ?? [], locator)),
@@ -190,7 +266,9 @@ function parseSource(text: string, sourceSha256: string, options: LoadOptions): 
   const keystore = toKeystore(data);
   const warnings = [
     ...doc.warnings.map(yamlIssue),
-    ...upstreamKeyWarnings(keystore, options, locator),
+    ...upstreamKeyFindings(keystore, options).map(({ path, message }) =>
+      locator.issue(path, message),
+    ),
   ];
   return { keystore, sourceSha256, warnings: orderIssues(warnings) };
 }
@@ -218,6 +296,279 @@ function orderIssues(issues: readonly KeystoreIssue[]): KeystoreIssue[] {
       seen.add(key);
       return true;
     });
+}
+
+// ---------------------------------------------------------------- the plain path
+
+/**
+ * A plain scalar resolved exactly as yaml resolves it under its YAML 1.2 core schema
+ * (yaml/dist/schema/core: the same tests, in the same order): js-yaml's own CORE_SCHEMA
+ * reads `0b1`, `1_000` and `-0x1F` as numbers and `+.5` as a string, where yaml does the
+ * opposite. `forms` pairs each test with how yaml constructs the value.
+ */
+function coreScalar(
+  tag: string,
+  forms: ReadonlyArray<readonly [test: RegExp, construct: (text: string) => unknown]>,
+): Type {
+  // One test for "is it any of these" keeps the common case, a string, to one regex per type.
+  const any = new RegExp(forms.map(([test]) => `(?:${test.source})`).join("|"));
+  return new Type(`tag:yaml.org,2002:${tag}`, {
+    kind: "scalar",
+    resolve: (text: string) => any.test(text),
+    construct: (text: string) => forms.find(([test]) => test.test(text))?.[1](text),
+  });
+}
+
+const PLAIN_SCHEMA = FAILSAFE_SCHEMA.extend({
+  implicit: [
+    coreScalar("null", [[/^(?:~|[Nn]ull|NULL)?$/, () => null]]),
+    coreScalar("bool", [[/^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/, (text) => /^[Tt]/.test(text)]]),
+    coreScalar("int", [
+      [/^0o[0-7]+$/, (text) => Number.parseInt(text.slice(2), 8)],
+      [/^[-+]?[0-9]+$/, (text) => Number.parseInt(text, 10)],
+      [/^0x[0-9a-fA-F]+$/, (text) => Number.parseInt(text.slice(2), 16)],
+    ]),
+    coreScalar("float", [
+      [
+        /^(?:[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$/,
+        (text) =>
+          /nan$/i.test(text)
+            ? Number.NaN
+            : text.startsWith("-")
+              ? Number.NEGATIVE_INFINITY
+              : Number.POSITIVE_INFINITY,
+      ],
+      [/^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$/, Number.parseFloat],
+      [/^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)$/, Number.parseFloat],
+    ]),
+  ],
+});
+
+/** For the plain path, which only asks whether there is an issue: the located path places them. */
+const UNLOCATED: Locator = {
+  issue: (_path, message) => ({ file: "", line: 0, column: 0, message }),
+  line: () => 0,
+  source: () => undefined,
+};
+
+/** The plain path: undefined when the file needs the located path (see the module comment). */
+function parsePlain(
+  text: string,
+  sourceSha256: string,
+  options: LoadOptions,
+): LoadedKeystore | undefined {
+  const read = readPlainYaml(text);
+  if (read === undefined || !isShapeValid(read.data)) return undefined;
+  if (semanticIssues(read.data, options, UNLOCATED).length > 0) return undefined;
+  const keystore = toKeystore(read.data);
+  const findings = upstreamKeyFindings(keystore, options);
+  const warnings = findings.length === 0 ? [] : placePlainFindings(text, options.file, findings);
+  return warnings === undefined ? undefined : { keystore, sourceSha256, warnings };
+}
+
+/** The data in `text`, or undefined when it is not plain YAML or js-yaml refuses it. */
+function readPlainYaml(
+  text: string,
+  listener?: LoadListener,
+): { readonly data: unknown } | undefined {
+  if (!isPlainYaml(text)) return undefined;
+  try {
+    return { data: loadYaml(text, { schema: PLAIN_SCHEMA, ...(listener && { listener }) }) };
+  } catch {
+    return undefined;
+  }
+}
+
+type LoadListener = (event: EventType, state: State) => void;
+
+/**
+ * Whether `text` keeps to the YAML that js-yaml (with PLAIN_SCHEMA) and yaml read alike:
+ * block and one-line flow collections, plain and one-line quoted scalars, comments. Not:
+ * anchors, aliases, tags, directives, explicit or collection keys, block scalars, tabs,
+ * lone CRs, multi-line flow collections or quoted scalars, empty list items, a comment
+ * touching a quote or bracket, content on a document marker line, lines over 1024
+ * characters, a BOM other than the first character. Those go to the located path, so they
+ * keep yaml's reading and its alias guard. The rules come from differential fuzzing of the
+ * two parsers; keystore-load-plain.test.ts keeps them honest.
+ */
+function isPlainYaml(text: string): boolean {
+  let start = 0;
+  if (text.startsWith(BOM)) {
+    // yaml miscounts the first line's indentation after a BOM.
+    if (text[1] === " " || text[1] === "-") return false;
+    start = 1;
+  }
+  if (text.includes(BOM, start)) return false;
+  for (let at = start; at < text.length; ) {
+    const end = lineEnd(text, at);
+    if (end - at > MAX_PLAIN_LINE) return false;
+    at = end + 1;
+  }
+  // Most lines hold nothing that needs a closer look: find the few that do.
+  const suspect = new RegExp(SUSPECT_LINE);
+  suspect.lastIndex = start;
+  for (let match = suspect.exec(text); match !== null; match = suspect.exec(text)) {
+    const lineStart = Math.max(start, text.lastIndexOf("\n", match.index - 1) + 1);
+    const end = lineEnd(text, match.index);
+    if (!isPlainLine(text, lineStart, end)) return false;
+    suspect.lastIndex = end + 1;
+  }
+  return true;
+}
+
+function lineEnd(text: string, from: number): number {
+  const end = text.indexOf("\n", from);
+  return end === -1 ? text.length : end;
+}
+
+/** One line of isPlainYaml, from `start` to `end` (its "\n" or the end of the text). */
+function isPlainLine(text: string, start: number, end: number): boolean {
+  const head = text.slice(start, start + 3);
+  if ((head === "---" || head === "...") && !MARKER_REST.test(text.slice(start + 3, end))) {
+    return false;
+  }
+  let depth = 0;
+  let quote = "";
+  let previous = " ";
+  for (let at = start; at < end; at++) {
+    const char = text[at] ?? "";
+    if (char === "\t") return false;
+    if (char === "\r") {
+      if (at !== end - 1 || end === text.length) return false;
+      break;
+    }
+    if (quote !== "") {
+      if (quote === '"' && char === "\\") at++;
+      else if (quote === "'" && char === "'" && text[at + 1] === "'") at++;
+      else if (char === quote) quote = "";
+      previous = quote === "" ? char : "x";
+      continue;
+    }
+    const atNodeStart = NODE_SEPARATORS.has(previous);
+    if (char === "#" && previous === " ") break;
+    // yaml wants a space before a comment that follows a quote or a bracket; js-yaml does not.
+    if (char === "#" && AFTER_TOKEN.has(previous)) return false;
+    if (atNodeStart && (char === '"' || char === "'")) quote = char;
+    else if (atNodeStart && NODE_INDICATORS.has(char)) return false;
+    else if (atNodeStart && char === "-" && BLANK_REST.test(text.slice(at + 1, end))) return false;
+    else if (char === "[" || char === "{") depth++;
+    else if (char === "]" || char === "}") {
+      depth--;
+      if (depth < 0 || /^ *:/.test(text.slice(at + 1, end))) return false;
+    }
+    previous = char;
+  }
+  return quote === "" && depth === 0;
+}
+
+/**
+ * Positions for the plain path's warnings, from a second js-yaml read that notes where
+ * the values under the findings' last keys start. undefined when a finding is not a
+ * mapping value or the parse events do not line up with the data: the located path then
+ * places them. Only runs when there are warnings, so a clean file never pays for it.
+ */
+function placePlainFindings(
+  text: string,
+  file: string,
+  findings: readonly Finding[],
+): KeystoreIssue[] | undefined {
+  const keys = new Set(findings.map(({ path }) => path.at(-1)));
+  const valueStarts = new Map<unknown, Map<string, number>>();
+  const frames: Array<{ readonly start: number; readonly children: unknown[] }> = [];
+  let linedUp = true;
+  // Every node opens and closes once, children in between; a mapping's children alternate
+  // key, value. A flow mapping in a block list comes wrapped in a node of its own, whose one
+  // child is the same mapping. Only the starts of values under `keys` are kept.
+  const listener: LoadListener = (event, state) => {
+    if (event === "open") {
+      frames.push({ start: state.position, children: [] });
+      return;
+    }
+    const frame = frames.pop();
+    frames.at(-1)?.children.push(state.result, frame?.start);
+    if (frame === undefined || state.kind !== "mapping") return;
+    if (frame.children.length === 2 && frame.children[0] === state.result) return;
+    const mapping = state.result as Record<string, unknown>;
+    if (frame.children.length !== 4 * Object.keys(mapping).length) linedUp = false;
+    for (let index = 0; index + 3 < frame.children.length; index += 4) {
+      const key = String(frame.children[index]);
+      if (!keys.has(key)) continue;
+      if (mapping[key] !== frame.children[index + 2]) linedUp = false;
+      const starts = valueStarts.get(mapping) ?? new Map<string, number>();
+      starts.set(key, frame.children[index + 3] as number);
+      valueStarts.set(mapping, starts);
+    }
+  };
+  const read = readPlainYaml(text, listener);
+  if (read === undefined || !linedUp) return undefined;
+  // js-yaml drops a leading BOM before counting; yaml counts it as a column.
+  const shift = text.startsWith(BOM) ? 1 : 0;
+  const placed: Array<{ readonly offset: number; readonly finding: Finding }> = [];
+  for (const finding of findings) {
+    const key = finding.path.at(-1);
+    const container = valueAt(read.data, finding.path.slice(0, -1));
+    const from = valueStarts.get(container)?.get(String(key));
+    if (typeof key !== "string" || from === undefined) return undefined;
+    const offset = tokenStart(text, from + shift);
+    const value = valueAt(read.data, finding.path);
+    // A check on the events' reading: the value's text (or its opening quote) is there.
+    const quoted = text[offset] === '"' || text[offset] === "'";
+    if (typeof value !== "string" || !(quoted || text.startsWith(value, offset))) return undefined;
+    placed.push({ offset, finding });
+  }
+  const positions = linePositions(
+    text,
+    placed.map(({ offset }) => offset),
+  );
+  return orderIssues(
+    placed.map(({ finding }, index) => {
+      const { line, column } = positions[index] ?? { line: 1, column: 1 };
+      return { file, line, column, message: `${describePath(finding.path)}: ${finding.message}` };
+    }),
+  );
+}
+
+function valueAt(data: unknown, path: readonly Segment[]): unknown {
+  let value = data;
+  for (const segment of path) {
+    if (typeof value !== "object" || value === null) return undefined;
+    value = (value as Record<Segment, unknown>)[segment];
+  }
+  return value;
+}
+
+/** First character of the node that js-yaml opens at `from`: past spaces, line breaks, comments. */
+function tokenStart(text: string, from: number): number {
+  let at = from;
+  for (;;) {
+    const char = text[at];
+    if (char === " " || char === "\n" || char === "\r") at++;
+    else if (char === "#") at = lineEnd(text, at);
+    else return at;
+  }
+}
+
+/** 1-based line and column of each offset, as yaml's LineCounter gives them; one pass over the text. */
+function linePositions(
+  text: string,
+  offsets: readonly number[],
+): Array<{ line: number; column: number }> {
+  const order = offsets
+    .map((_, index) => index)
+    .sort((a, b) => (offsets[a] ?? 0) - (offsets[b] ?? 0));
+  const positions: Array<{ line: number; column: number }> = [];
+  let line = 1;
+  let lineStart = 0;
+  for (const index of order) {
+    const offset = offsets[index] ?? 0;
+    for (let at = text.indexOf("\n", lineStart); at !== -1 && at < offset; ) {
+      line++;
+      lineStart = at + 1;
+      at = text.indexOf("\n", lineStart);
+    }
+    positions[index] = { line, column: offset - lineStart + 1 };
+  }
+  return positions;
 }
 
 // ---------------------------------------------------------------- locating problems
@@ -282,7 +633,7 @@ function schemaIssues(errors: readonly ErrorObject[], locator: Locator): Keystor
   // One message per value: an empty upstream key fails minLength and pattern alike.
   const byValue = new Map<string, KeystoreIssue>();
   for (const error of ranked) {
-    const { path, message, anchor } = describeSchemaError(error);
+    const { path, message, anchor } = describeSchemaError(error, locator);
     const key = JSON.stringify(path);
     if (!byValue.has(key)) byValue.set(key, locator.issue(path, message, anchor));
   }
@@ -297,7 +648,7 @@ interface DescribedError {
   readonly message: string;
 }
 
-function describeSchemaError(error: ErrorObject): DescribedError {
+function describeSchemaError(error: ErrorObject, locator: Locator): DescribedError {
   const at = pointerSegments(error.instancePath);
   const parent = (error.parentSchema ?? {}) as Record<string, unknown>;
   if (error.keyword === "required") {
@@ -310,10 +661,15 @@ function describeSchemaError(error: ErrorObject): DescribedError {
     const known = Object.keys((parent.properties ?? {}) as object).join(", ");
     return { path, anchor: { atKey: true }, message: `unknown field (allowed: ${known})` };
   }
-  return { path: at, anchor: {}, message: valueMessage(error, parent) };
+  return { path: at, anchor: {}, message: valueMessage(error, parent, locator.source(at)) };
 }
 
-function valueMessage(error: ErrorObject, parent: Record<string, unknown>): string {
+/** `source` is the value as written, when it is a scalar. */
+function valueMessage(
+  error: ErrorObject,
+  parent: Record<string, unknown>,
+  source: string | undefined,
+): string {
   if (typeof parent.errorMessage === "string") return parent.errorMessage;
   if (error.keyword === "pattern" && typeof parent.patternErrorMessage === "string") {
     return parent.patternErrorMessage;
@@ -321,7 +677,7 @@ function valueMessage(error: ErrorObject, parent: Record<string, unknown>): stri
   const params = error.params as Record<string, unknown>;
   switch (error.keyword) {
     case "type":
-      return typeMessage(String(params.type), error.data);
+      return typeMessage(String(params.type), error.data, source);
     case "const":
       return `must be ${JSON.stringify(params.allowedValue)}`;
     case "enum":
@@ -335,12 +691,13 @@ function valueMessage(error: ErrorObject, parent: Record<string, unknown>): stri
   }
 }
 
-function typeMessage(type: string, data: unknown): string {
+function typeMessage(type: string, data: unknown, source: string | undefined): string {
   const expected = TYPE_WORDS[type] ?? type;
   if (data === null) return `is empty; expected ${expected}`;
-  // YAML reads `id: 123` or `name: yes` as a number or boolean: say how to keep it a string.
+  // YAML reads `id: 123` or `disabled: True` as a number or boolean: say how to keep it a
+  // string, quoting what was written (a 64-digit digest read as a number prints as 1.1e+63).
   if (type === "string" && (typeof data === "number" || typeof data === "boolean")) {
-    return `must be a string; put it in quotes ("${String(data)}")`;
+    return `must be a string; put it in quotes ("${source ?? String(data)}")`;
   }
   return `must be ${expected}`;
 }
@@ -531,18 +888,21 @@ function toClient(raw: RawClient): KeystoreClient {
  * alone answers 503 KEY_UNAVAILABLE), but the operator should hear about it now. One
  * warning per reference and problem, naming the clients affected, never the value.
  */
-function upstreamKeyWarnings(
-  keystore: Keystore,
-  options: LoadOptions,
-  locator: Locator,
-): KeystoreIssue[] {
+function upstreamKeyFindings(keystore: Keystore, options: LoadOptions): Finding[] {
   const grouped = new Map<string, { path: Segment[]; problem: string; clients: string[] }>();
+  // Internal clients are let through without a key swap, so their key is never used.
+  const swapped = (client: KeystoreClient) => client.kind !== "internal";
+  const problemOf = referenceChecker(options);
+  // The shared default is sealed to DEFAULTS_AAD, not to a client: it is checked once.
+  const fallback = keystore.defaultUpstreamKey;
+  const defaultProblem =
+    fallback !== null && keystore.clients.some((c) => swapped(c) && c.upstreamKey === null)
+      ? problemOf(fallback, DEFAULTS_AAD)
+      : undefined;
   keystore.clients.forEach((client, index) => {
+    if (!swapped(client)) return;
     const own = client.upstreamKey !== null;
-    const reference = client.upstreamKey ?? keystore.defaultUpstreamKey;
-    // Internal clients are let through without a key swap, so their key is never used.
-    if (client.kind === "internal" || reference === null) return;
-    const problem = referenceProblem(reference, client.id, options);
+    const problem = own ? problemOf(client.upstreamKey, client.id) : defaultProblem;
     if (problem === undefined) return;
     const path: Segment[] = own ? ["clients", index, "upstream_key"] : ["defaults", "upstream_key"];
     const key = `${JSON.stringify(path)}\n${problem}`;
@@ -550,21 +910,59 @@ function upstreamKeyWarnings(
     entry.clients.push(`"${client.id}"`);
     grouped.set(key, entry);
   });
-  return [...grouped.values()].map(({ path, problem, clients }) =>
-    locator.issue(
-      path,
-      `${problem}; ${clients.length === 1 ? "client" : "clients"} ${clients.join(", ")} will answer 503 KEY_UNAVAILABLE`,
-    ),
-  );
+  return [...grouped.values()].map(({ path, problem, clients }) => ({
+    path,
+    message: `${problem}; ${clients.length === 1 ? "client" : "clients"} ${clients.join(", ")} will answer 503 KEY_UNAVAILABLE`,
+  }));
 }
 
+/**
+ * What checking each `enc:` value found, kept from one load to the next: the sync worker
+ * stays up while edits keep coming, and a one-line edit to a 100 000-client file would
+ * otherwise decrypt every key again (a quarter of the load). An outcome depends only on
+ * the value, its binding and the master keys, so it is reused only under the same keys.
+ * Holds the last load's values alone, and never a plaintext.
+ */
+let sealedOutcomes:
+  | { readonly keys: string; readonly byValue: Map<string, string | undefined> }
+  | undefined;
+
+/** referenceProblem for one load, reusing the previous load's outcomes for `enc:` values. */
+function referenceChecker(
+  options: LoadOptions,
+): (reference: string, binding: string) => string | undefined {
+  const keys = masterKeysFingerprint(options.masterKeys);
+  const previous = sealedOutcomes?.keys === keys ? sealedOutcomes.byValue : undefined;
+  const byValue = new Map<string, string | undefined>();
+  sealedOutcomes = { keys, byValue };
+  return (reference, binding) => {
+    // env: values depend on the environment, and cost nothing to check.
+    if (!reference.startsWith(ENC_PREFIX)) return referenceProblem(reference, binding, options);
+    // join makes a string of its own: a template string would hold slices of the whole
+    // file's text, and keep it alive until the next load.
+    const key = [binding, reference].join("\n");
+    const outcome = previous?.has(key)
+      ? previous.get(key)
+      : referenceProblem(reference, binding, options);
+    byValue.set(key, outcome);
+    return outcome;
+  };
+}
+
+function masterKeysFingerprint(masterKeys: MasterKeys): string {
+  const hash = createHash("sha256");
+  for (const [kid, key] of masterKeys) hash.update(kid).update("\0").update(key).update("\0");
+  return hash.digest("hex");
+}
+
+/** What keeps `reference` from resolving, where `binding` is the AAD it must be sealed to. */
 function referenceProblem(
   reference: string,
-  clientId: string,
+  binding: string,
   options: LoadOptions,
 ): string | undefined {
   if (reference.startsWith("env:")) return envProblem(reference.slice("env:".length), options.env);
-  const result = decryptSecret(reference, clientId, options.masterKeys);
+  const result = decryptSecret(reference, binding, options.masterKeys);
   if (result.ok) {
     return isUsableKey(result.value)
       ? undefined
@@ -573,8 +971,11 @@ function referenceProblem(
   if (result.why === "unknown_kid") {
     return `master key "${result.kid}" is not loaded (KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE)`;
   }
+  if (result.why === "auth_failed" && binding === DEFAULTS_AAD) {
+    return `does not decrypt with master key "${result.kid}" as the shared default (a different key with that kid, or not sealed with --defaults)`;
+  }
   if (result.why === "auth_failed") {
-    return `does not decrypt with master key "${result.kid}" for client id "${clientId}" (a different key with that kid, or encrypted for another client id)`;
+    return `does not decrypt with master key "${result.kid}" for client id "${binding}" (a different key with that kid, or encrypted for another client id)`;
   }
   return "is malformed";
 }

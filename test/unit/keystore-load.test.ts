@@ -6,7 +6,12 @@ import { fileURLToPath } from "node:url";
 import test from "ava";
 import { ENC_PATTERN, encryptSecret, type MasterKeys } from "../../server/crypto/aes-gcm.js";
 import { type LoadOptions, parseKeystore, readKeystoreFile } from "../../server/keystore/load.js";
-import { formatIssue, type Keystore, KeystoreError } from "../../server/keystore/types.js";
+import {
+  DEFAULTS_AAD,
+  formatIssue,
+  type Keystore,
+  KeystoreError,
+} from "../../server/keystore/types.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/keystores/", import.meta.url));
 const SCHEMA_FILE = fileURLToPath(new URL("../../schemas/keystore.schema.json", import.meta.url));
@@ -365,6 +370,20 @@ ${extra}`;
 
 const LIGHTNING_ENC = encryptSecret(LIGHTNING_KEY_PLAINTEXT, "lightning-prod", "k1", K1);
 
+/** Clients a and b fall back to the default; `own` brings its own key. */
+const SHARED_DEFAULT = (defaultKey: string) => `version: 1
+defaults:
+  upstream_key: ${defaultKey}
+clients:
+  - id: a
+    tokens: [{ sha256: ${"c".repeat(64)} }]
+  - id: b
+    tokens: [{ sha256: ${"d".repeat(64)} }]
+  - id: own
+    tokens: [{ sha256: ${"e".repeat(64)} }]
+    upstream_key: env:OWN_KEY
+`;
+
 interface WarningCase {
   readonly name: string;
   readonly text: string;
@@ -409,21 +428,17 @@ const WARNING_CASES: readonly WarningCase[] = [
   },
   {
     name: "default reference names every client that falls back to it",
-    text: `version: 1
-defaults:
-  upstream_key: env:SHARED_KEY
-clients:
-  - id: a
-    tokens: [{ sha256: ${"c".repeat(64)} }]
-  - id: b
-    tokens: [{ sha256: ${"d".repeat(64)} }]
-  - id: own
-    tokens: [{ sha256: ${"e".repeat(64)} }]
-    upstream_key: env:OWN_KEY
-`,
+    text: SHARED_DEFAULT("env:SHARED_KEY"),
     env: { OWN_KEY: "sk-ant-own" },
     warning:
       'keystore.yaml:3:17: defaults.upstream_key: environment variable SHARED_KEY is not set; clients "a", "b" will answer 503 KEY_UNAVAILABLE',
+  },
+  {
+    name: "enc: default sealed for one client's id instead of as the shared default",
+    text: SHARED_DEFAULT(encryptSecret(LIGHTNING_KEY_PLAINTEXT, "a", "k1", K1)),
+    env: { OWN_KEY: "sk-ant-own" },
+    warning:
+      'keystore.yaml:3:17: defaults.upstream_key: does not decrypt with master key "k1" as the shared default (a different key with that kid, or not sealed with --defaults); clients "a", "b" will answer 503 KEY_UNAVAILABLE',
   },
 ];
 
@@ -446,6 +461,21 @@ test("an internal client's unresolvable key is not warned about: it is never use
   t.deepEqual(parseKeystore(text, options({ env: {} })).warnings, []);
 });
 
+test("an enc: default sealed as the shared default (DEFAULTS_AAD) gives no warning", (t) => {
+  const sealed = encryptSecret(LIGHTNING_KEY_PLAINTEXT, DEFAULTS_AAD, "k1", K1);
+  const text = SHARED_DEFAULT(sealed);
+  t.deepEqual(parseKeystore(text, options({ env: { OWN_KEY: "sk-ant-own" } })).warnings, []);
+});
+
+test("enc: outcomes reused from the previous load never outlive a change of master keys", (t) => {
+  const text = ONE_CLIENT(LIGHTNING_ENC);
+  const otherKey = options({ masterKeys: new Map([["k1", Buffer.alloc(32, 7)]]) });
+  t.deepEqual(parseKeystore(text, options()).warnings, []);
+  t.is(parseKeystore(text, otherKey).warnings.length, 1, "same kid, different key");
+  t.is(parseKeystore(text, options({ masterKeys: new Map() })).warnings.length, 1, "no keys");
+  t.deepEqual(parseKeystore(text, options()).warnings, []);
+});
+
 test("a resolvable key gives no warning", (t) => {
   t.deepEqual(parseKeystore(ONE_CLIENT(LIGHTNING_ENC), options()).warnings, []);
   t.deepEqual(parseKeystore(ONE_CLIENT("env:BATCH_KEY"), options()).warnings, []);
@@ -456,6 +486,17 @@ test("a value YAML reads as a number is reported with how to keep it a string", 
   t.deepEqual(
     issuesOf(() => parseKeystore(text, options())),
     ['keystore.yaml:3:9: clients[0].id: must be a string; put it in quotes ("123")'],
+  );
+});
+
+test("a digest YAML reads as a number is quoted as written, not as the number", (t) => {
+  const digits = "1234567890".repeat(6).concat("1234");
+  const text = `version: 1\nclients:\n  - id: a\n    tokens: [{ sha256: ${digits} }]\n`;
+  t.deepEqual(
+    issuesOf(() => parseKeystore(text, options())),
+    [
+      `keystore.yaml:4:24: clients[0].tokens[0].sha256: must be a string; put it in quotes ("${digits}")`,
+    ],
   );
 });
 
