@@ -49,6 +49,7 @@ export async function startKeygate(
 ): Promise<RunningKeygate> {
   const metrics = createMetrics();
   const store = KeystoreStore.open(config.dbPath);
+  store.neverWaitForWriters();
   const keystore = new KeystoreManager(store, {
     path: config.keystorePath,
     dbPath: config.dbPath,

@@ -175,6 +175,16 @@ export class KeystoreStore {
   }
 
   /**
+   * Makes writes on this connection fail at once with SQLITE_BUSY instead of waiting for
+   * another writer. For the server's main thread: a usage write waiting on the reload
+   * worker's transaction would block the event loop, and every Check with it. Reads
+   * never wait in WAL mode.
+   */
+  neverWaitForWriters(): void {
+    this.db.pragma("busy_timeout = 0");
+  }
+
+  /**
    * Applies a validated keystore as a new generation (one transaction), makes it current,
    * and prunes generations older than the previous one.
    * @throws Error when the keystore holds something that is not a digest or a key

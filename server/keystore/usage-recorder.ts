@@ -6,6 +6,9 @@
 import type { Logger } from "../logger.js";
 import type { UsageEntry } from "./store.js";
 
+/** Bounds what a database that stays unwritable can make us hold in memory. */
+const MAX_PENDING_CLIENTS = 200_000;
+
 export interface UsageSink {
   recordUsage(entries: readonly UsageEntry[]): void;
 }
@@ -32,7 +35,10 @@ export class UsageRecorder {
     } else this.pending.set(clientId, { lastUsedAt: now, count: 1 });
   }
 
-  /** Writes the batch; a failed write is logged and its counts dropped rather than retried forever. */
+  /**
+   * Writes the batch. A failed write (the database busy with a reload, never waited for)
+   * keeps its counts for the next flush, up to MAX_PENDING_CLIENTS clients.
+   */
   flush(): void {
     if (this.pending.size === 0) return;
     const batch = this.pending;
@@ -40,7 +46,15 @@ export class UsageRecorder {
     try {
       this.sink.recordUsage([...batch].map(([clientId, entry]) => ({ clientId, ...entry })));
     } catch (error) {
-      this.logger.warn({ err: error, clients: batch.size }, "could not record client usage");
+      this.logger.debug(
+        { err: error, clients: batch.size },
+        "client usage not written; retrying at the next flush",
+      );
+      for (const [clientId, entry] of batch) {
+        const newer = this.pending.get(clientId);
+        if (newer) newer.count += entry.count;
+        else if (this.pending.size < MAX_PENDING_CLIENTS) this.pending.set(clientId, entry);
+      }
     }
   }
 

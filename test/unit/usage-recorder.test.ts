@@ -13,7 +13,7 @@ function recorder() {
     },
   };
   const usage = new UsageRecorder(sink, createLogger("silent"), 60_000);
-  return { usage, batches, failNext: () => (fail = true) };
+  return { usage, batches, failNext: () => (fail = true), recover: () => (fail = false) };
 }
 
 test("uses are batched per client: one entry with the count and the latest time", (t) => {
@@ -41,10 +41,14 @@ test("close flushes what is pending", (t) => {
   t.deepEqual(batches, [[{ clientId: "a", lastUsedAt: 1, count: 1 }]]);
 });
 
-test("a failed write is dropped, not thrown into the Check path", (t) => {
-  const { usage, failNext } = recorder();
+test("a failed write is not thrown into the Check path and is retried at the next flush", (t) => {
+  const { usage, batches, failNext, recover } = recorder();
   usage.record("a", 1);
   failNext();
   t.notThrows(() => usage.flush());
+  usage.record("a", 5);
+  recover();
+  usage.flush();
+  t.deepEqual(batches, [[{ clientId: "a", lastUsedAt: 5, count: 2 }]]);
   usage.close();
 });
