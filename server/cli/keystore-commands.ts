@@ -268,38 +268,25 @@ async function revoke(args: readonly string[], env: NodeJS.ProcessEnv): Promise<
   }
   const config = loadConfig(env);
   const path = keystorePath(parsed, env);
-  let leftEmpty = false;
-  let result: EditResult<number>;
-  try {
-    result = await editKeystore(path, editOptions(config, env), (draft) => {
-      const client = draft.client(id);
-      const tokens = client.tokens();
-      const doomed = tokens
-        .map((entry, index) => ({ entry, index }))
-        .filter(({ entry }) => prefix === undefined || entry.digest.startsWith(prefix));
-      if (prefix !== undefined && doomed.length === 0) {
-        throw new KeystoreEditError(
-          `client "${id}" has no token whose SHA-256 starts with ${prefix}`,
-        );
-      }
-      if (prefix !== undefined && doomed.length > 1) {
-        throw new KeystoreEditError(
-          `${prefix} matches ${doomed.length} tokens of client "${id}"; give more characters of the SHA-256`,
-        );
-      }
-      client.removeTokens(doomed.map(({ index }) => index));
-      leftEmpty = doomed.length === tokens.length;
-      return doomed.length;
-    });
-  } catch (error) {
-    if (!(error instanceof KeystoreEditError) || !leftEmpty) throw error;
-    throw new KeystoreEditError(
-      `revoking would leave client "${id}" with no token, which keystore.yaml does not allow; nothing was written. ` +
-        `To cut it off now: keygate keystore disable ${id}. To replace its tokens: keygate keystore rotate ${id}. ` +
-        `To delete it: keygate keystore remove ${id}`,
-      error.details,
-    );
-  }
+  const result = await editKeystore(path, editOptions(config, env), (draft) => {
+    const client = draft.client(id);
+    const tokens = client.tokens();
+    const doomed = tokens
+      .map((entry, index) => ({ entry, index }))
+      .filter(({ entry }) => prefix === undefined || entry.digest.startsWith(prefix));
+    if (prefix !== undefined && doomed.length === 0) {
+      throw new KeystoreEditError(
+        `client "${id}" has no token whose SHA-256 starts with ${prefix}`,
+      );
+    }
+    if (prefix !== undefined && doomed.length > 1) {
+      throw new KeystoreEditError(
+        `${prefix} matches ${doomed.length} tokens of client "${id}"; give more characters of the SHA-256`,
+      );
+    }
+    client.removeTokens(doomed.map(({ index }) => index));
+    return doomed.length;
+  });
   reportWrite(path, result);
   note(`revoked ${plural(result.value, "token")} of client "${id}" in ${path}.`);
   return 0;

@@ -156,11 +156,6 @@ const INVALID_CASES: readonly InvalidCase[] = [
     ],
   },
   {
-    name: "client without tokens",
-    fixture: "invalid-no-tokens.yaml",
-    issues: [["4:13", "clients[0].tokens: must be a list of at least one token"]],
-  },
-  {
     name: "kind outside the enum",
     fixture: "invalid-kind.yaml",
     issues: [["6:11", "clients[0].kind: must be one of: client, internal"]],
