@@ -47,7 +47,9 @@ export class KeystoreManager {
   private warnings: readonly string[] = [];
   /** Hash of the file bytes last decided (valid or not); null after a read failure. */
   private lastSeenSha256: string | null = null;
-  private readonly worker = new ReloadWorker();
+  private readonly worker = new ReloadWorker((generation, changes) =>
+    this.options.logger.info({ generation, changes }, "keystore changes"),
+  );
   private inFlight: Promise<ReloadOutcome> | undefined;
   private queued: Promise<ReloadOutcome> | undefined;
 
@@ -153,7 +155,6 @@ export class KeystoreManager {
         generation: generation.id,
         clients: generation.clientCount,
         source_sha256: generation.sourceSha256,
-        changes: outcome.changes,
       },
       changed ? "keystore generation applied" : "keystore validated; generation unchanged",
     );

@@ -6,7 +6,7 @@
  * returns its heap to the system.
  */
 import { parentPort } from "node:worker_threads";
-import { KeystoreStore } from "./store.js";
+import { type KeystoreChanges, KeystoreStore } from "./store.js";
 import { type SyncOutcome, type SyncRequest, syncKeystoreFile } from "./sync-keystore.js";
 
 /** What the main thread sends: a SyncRequest with master keys as plain pairs. */
@@ -19,8 +19,15 @@ export interface WorkerInput extends Omit<SyncRequest, "masterKeys"> {
 }
 
 export type WorkerOutput =
-  | { readonly id: number; readonly ok: true; readonly outcome: SyncOutcome }
-  | { readonly id: number; readonly ok: false; readonly error: string };
+  | {
+      readonly kind: "result";
+      readonly id: number;
+      readonly ok: true;
+      readonly outcome: SyncOutcome;
+    }
+  | { readonly kind: "result"; readonly id: number; readonly ok: false; readonly error: string }
+  /** Sent after a result: what the new generation changed, for the log (ids and digest prefixes). */
+  | { readonly kind: "changes"; readonly generation: number; readonly changes: KeystoreChanges };
 
 const stores = new Map<string, KeystoreStore>();
 
@@ -41,13 +48,37 @@ function run(input: WorkerInput): WorkerOutput {
       { ...input, masterKeys },
       new Date(input.now),
     );
-    return { id: input.id, ok: true, outcome };
+    return { kind: "result", id: input.id, ok: true, outcome };
   } catch (error) {
     // The connection may be in a bad state; open a fresh one next time.
     stores.get(input.dbPath)?.close();
     stores.delete(input.dbPath);
-    return { id: input.id, ok: false, error: (error as Error).message };
+    return { kind: "result", id: input.id, ok: false, error: (error as Error).message };
   }
 }
 
-parentPort?.on("message", (input: WorkerInput) => parentPort?.postMessage(run(input)));
+/**
+ * Compares the new generation with the one before. It runs after the result is sent
+ * (about 0.5 s at 100 000 clients), so the log line never delays a revocation.
+ */
+function reportChanges(input: WorkerInput, output: WorkerOutput): void {
+  if (output.kind !== "result" || !output.ok || output.outcome.result !== "applied") return;
+  const { previousGenerationId, generation } = output.outcome;
+  if (previousGenerationId === null || previousGenerationId === generation.id) return;
+  try {
+    const changes = storeFor(input.dbPath).diff(previousGenerationId, generation.id);
+    parentPort?.postMessage({
+      kind: "changes",
+      generation: generation.id,
+      changes,
+    } satisfies WorkerOutput);
+  } catch {
+    // The change report is a courtesy; the generation is applied either way.
+  }
+}
+
+parentPort?.on("message", (input: WorkerInput) => {
+  const output = run(input);
+  parentPort?.postMessage(output);
+  reportChanges(input, output);
+});

@@ -5,6 +5,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { WorkerInput, WorkerOutput } from "./reload-worker.js";
+import type { KeystoreChanges } from "./store.js";
 import type { SyncOutcome } from "./sync-keystore.js";
 
 /** A sync that has not answered in this time is abandoned (and reported as an error). */
@@ -30,6 +31,9 @@ type Pending = {
 };
 
 export class ReloadWorker {
+  /** @param onChanges receives each applied generation's change report, after its result. */
+  constructor(private readonly onChanges: (generation: number, changes: KeystoreChanges) => void) {}
+
   private worker: Worker | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private nextId = 1;
@@ -75,6 +79,10 @@ export class ReloadWorker {
   }
 
   private settle(output: WorkerOutput): void {
+    if (output.kind === "changes") {
+      this.onChanges(output.generation, output.changes);
+      return;
+    }
     const pending = this.pending.get(output.id);
     if (!pending) return;
     this.pending.delete(output.id);

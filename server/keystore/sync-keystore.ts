@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { MasterKeys } from "../crypto/aes-gcm.js";
 import { parseKeystore } from "./load.js";
-import type { KeystoreChanges, KeystoreStore } from "./store.js";
+import type { KeystoreStore } from "./store.js";
 import { formatIssue, type Generation, KeystoreError, type KeystoreIssue } from "./types.js";
 
 export interface SyncRequest {
@@ -26,7 +26,8 @@ export type SyncOutcome =
       readonly sourceSha256: string;
       readonly warnings: readonly string[];
       /** What changed against the previous generation, for the reload log line. */
-      readonly changes: KeystoreChanges | null;
+      /** The generation served before, for the change report the worker sends afterwards. */
+      readonly previousGenerationId: number | null;
     }
   | { readonly result: "unchanged"; readonly sourceSha256: string }
   | {
@@ -78,7 +79,7 @@ export function syncKeystoreFile(
       generation,
       sourceSha256,
       warnings: loaded.warnings.map(formatIssue),
-      changes: current === undefined ? null : store.diff(current.id, generation.id),
+      previousGenerationId: current?.id ?? null,
     };
   } catch (error) {
     if (error instanceof KeystoreError)

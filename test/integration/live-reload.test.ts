@@ -694,12 +694,10 @@ test.serial(
         renameSave(kg.keystorePath, after);
         const saved = performance.now();
         const latency = await waitFor("change log line", saved, () =>
-          parsedLogs(kg, logsBefore).some((line) => line.msg === "keystore generation applied"),
+          parsedLogs(kg, logsBefore).some((line) => line.msg === "keystore changes"),
         );
         assertWithinBound(t, "reload logged", latency);
-        const line = parsedLogs(kg, logsBefore).find(
-          (entry) => entry.msg === "keystore generation applied",
-        );
+        const line = parsedLogs(kg, logsBefore).find((entry) => entry.msg === "keystore changes");
         const changes = line?.changes as Record<string, string[]> | undefined;
         const sorted = (values: readonly string[] | undefined) => [...(values ?? [])].sort();
         t.deepEqual(sorted(changes?.clientsAdded), ["gamma"]);
