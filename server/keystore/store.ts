@@ -93,6 +93,8 @@ const MIGRATIONS: readonly string[] = [
 
 /** Writers wait this long for the lock (a CLI reading while the server applies) instead of failing. */
 const BUSY_TIMEOUT_MS = 5000;
+/** Cached lookups per generation: generous for active clients, bounded for memory (~10 MB). */
+const MATCH_CACHE_SIZE = 50_000;
 const REFERENCE_PATTERN = /^(enc|env):/;
 
 interface GenerationRow {
@@ -135,6 +137,8 @@ export class KeystoreStore {
   private generation: Generation | undefined;
   /** Parsed routes/models by client id for the current generation, so lookups never JSON.parse twice. */
   private readonly policies = new Map<string, ClientPolicy>();
+  /** Known digests of the current generation, so a busy client costs one SQLite read per generation. */
+  private readonly matches = new Map<string, TokenMatch>();
 
   private readonly statements: ReturnType<typeof prepareStatements>;
   private readonly applyTransaction: (loaded: LoadedKeystore, loadedAt: string) => Generation;
@@ -195,6 +199,7 @@ export class KeystoreStore {
     const generation = this.applyTransaction(loaded, now.toISOString());
     this.generation = generation;
     this.policies.clear();
+    this.matches.clear();
     return generation;
   }
 
@@ -209,6 +214,7 @@ export class KeystoreStore {
     if (latest?.id !== this.generation?.id) {
       this.generation = latest;
       this.policies.clear();
+      this.matches.clear();
     }
     return this.generation;
   }
@@ -225,10 +231,12 @@ export class KeystoreStore {
   lookup(digest: string): TokenMatch | undefined {
     const generation = this.generation;
     if (generation === undefined) return undefined;
+    const cached = this.matches.get(digest);
+    if (cached !== undefined) return cached;
     const row = this.statements.lookup.get(generation.id, digest);
     if (row === undefined) return undefined;
     const policy = this.policyOf(row);
-    return {
+    const match: TokenMatch = Object.freeze({
       generation: generation.id,
       clientId: row.client_id,
       kind: row.kind,
@@ -238,7 +246,11 @@ export class KeystoreStore {
       upstreamKeyIsDefault: row.upstream_key === null && generation.defaultUpstreamKey !== null,
       routes: policy.routes,
       models: policy.models,
-    };
+    });
+    // Only hits are kept, so unknown tokens cannot fill the cache; at the cap it starts over.
+    if (this.matches.size >= MATCH_CACHE_SIZE) this.matches.clear();
+    this.matches.set(digest, match);
+    return match;
   }
 
   /**

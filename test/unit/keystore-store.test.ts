@@ -442,3 +442,27 @@ test("diff names added, removed and changed clients and token digest prefixes", 
     tokensRevoked: [],
   });
 });
+
+test("cached lookups never outlive their generation, whether applied here or by another connection", (t) => {
+  const dbPath = tempDb(t);
+  const store = openStore(t, dbPath);
+  store.apply(keystoreWith(["kept", "revoked"]), NOW);
+  const first = store.lookup(hashToken("revoked"));
+  t.truthy(first);
+  t.is(store.lookup(hashToken("revoked")), first, "a second lookup is served from the cache");
+
+  store.apply(keystoreWith(["kept"]), NOW);
+  t.is(store.lookup(hashToken("revoked")), undefined, "revoked by apply");
+
+  const worker = openStore(t, dbPath);
+  store.apply(keystoreWith(["kept", "again"]), NOW);
+  t.truthy(store.lookup(hashToken("again")));
+  worker.apply(keystoreWith(["kept"]), NOW);
+  t.truthy(store.lookup(hashToken("again")), "still the generation this connection serves");
+  store.refresh();
+  t.is(
+    store.lookup(hashToken("again")),
+    undefined,
+    "revoked once refreshed to the other connection's generation",
+  );
+});
