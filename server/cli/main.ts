@@ -12,37 +12,7 @@ import { DetailedError, out, parseCommand, stringValue, UsageError } from "./arg
 import { keystoreCommand } from "./keystore-commands.js";
 import { readSecretFromStdin } from "./read-stdin.js";
 import { seal, sealingKey } from "./upstream-key-input.js";
-
-export const USAGE = `usage: keygate <command> [options]
-
-  serve                                  run the server (what npm start does)
-
-  keystore init                          write a starter keystore.yaml (mode 0600); prints the demo token
-  keystore add <id> [--name N] [--routes /a,/b] [--models m1,m2] [--expires T] [--internal]
-               [--upstream-key-stdin [--kid K] | --upstream-key-env VAR]
-                                         new client; prints only its new token
-  keystore rotate <id> [--grace 24h] [--expires T]
-                                         new token printed; old tokens expire after the grace
-                                         (default 0: removed at once)
-  keystore revoke <id> [--token SHA256-PREFIX]
-                                         remove the client's tokens, or the one whose digest starts so
-  keystore disable <id> | enable <id> | remove <id>
-  keystore set-upstream-key (<id> | --defaults) [--kid K]
-                                         stdin upstream key -> enc:v1:... under the newest master key
-  keystore list [--json]                 clients, token counts and expiries, key kinds, last use; no secrets
-  keystore check                         validate; prints file:line:column: message per problem
-  keystore reencrypt --to KID            re-encrypt every enc: value under master key KID
-
-  hash                                   stdin token -> lowercase hex SHA-256
-  keygen [--kid k1]                      print a new master key as kid:base64
-  encrypt (--client <id> | --defaults) [--kid K]
-                                         stdin secret -> enc:v1:... bound to that client id
-
-  Keystore commands take --keystore FILE (default: $KEYGATE_KEYSTORE, else ./keystore.yaml).
-  T is an RFC 3339 time (2026-12-01T00:00:00Z) or a duration from now (90d); durations: 30m, 24h, 7d.
-  Master keys come from KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE (kid:base64[,kid:base64]);
-  the last one listed is the newest.
-`;
+import { USAGE } from "./usage.js";
 
 async function encrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const parsed = parseCommand("encrypt", args, {

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
+import { USAGE } from "../../server/cli/usage.js";
 import { DENIAL_TYPES } from "../../server/errors.js";
 import { PROJECT_ROOT, readSchema } from "../../server/paths.js";
 
@@ -49,6 +50,22 @@ test("the README's configuration table lists exactly the known variables", (t) =
     .map((row) => row[0] ?? "")
     .sort();
   t.deepEqual(documented, known);
+});
+
+test("every CLI command in the usage text is in the README's CLI table", (t) => {
+  const commands = new Set<string>();
+  for (const line of USAGE.split("\n")) {
+    const match = /^ {2}((?:keystore )?[a-z-]+)(?= {2}| [[<(-]|$)/.exec(line);
+    if (match?.[1]) commands.add(match[1]);
+  }
+  t.true(commands.size >= 13, [...commands].join(", "));
+  const documented = tableAfter("## CLI").map((row) => row[0] ?? "");
+  for (const command of commands) {
+    t.true(
+      documented.some((cell) => cell.includes(`keygate ${command}`)),
+      `keygate ${command} is documented`,
+    );
+  }
 });
 
 test("the README shows the commands a newcomer runs", (t) => {
