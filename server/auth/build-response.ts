@@ -59,7 +59,8 @@ function metadata(
   entries: Record<string, string | number | boolean | null>,
 ): CheckResponse["dynamic_metadata"] {
   const fields: Record<string, StructValue> = {};
-  for (const [key, value] of Object.entries(entries)) {
+  for (const key of Object.keys(entries)) {
+    const value = entries[key];
     if (typeof value === "string") fields[key] = { stringValue: value };
     else if (typeof value === "number") fields[key] = { numberValue: value };
     else if (typeof value === "boolean") fields[key] = { boolValue: value };

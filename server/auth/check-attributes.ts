@@ -39,7 +39,9 @@ function addHeader(headers: Map<string, string>, name: string, value: string): v
 
 function decodeHeaders(http: Loose): Map<string, string> {
   const headers = new Map<string, string>();
-  for (const [name, value] of Object.entries(asObject(http.headers))) {
+  const plain = asObject(http.headers);
+  for (const name of Object.keys(plain)) {
+    const value = plain[name];
     if (typeof value === "string") addHeader(headers, name, value);
   }
   // With encode_raw_headers Envoy sends header_map instead, values as raw bytes.
@@ -70,7 +72,9 @@ function stripQuery(path: string): string {
 
 function decodeContextExtensions(attributes: Loose): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(asObject(attributes.context_extensions))) {
+  const extensions = asObject(attributes.context_extensions);
+  for (const key of Object.keys(extensions)) {
+    const value = extensions[key];
     if (typeof value === "string") out[key] = value;
   }
   return out;

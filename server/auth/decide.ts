@@ -128,11 +128,22 @@ function decideKnown(
     case "allowed":
       break;
   }
-  const base = { outcome: "allow", clientId: id, strip, wouldDeny: null } as const;
-  if (match.kind === "internal") return { ...base, authMode: "internal", upstreamKey: null };
+  // Literals rather than spreads of a shared base: this runs on every allowed Check.
+  if (match.kind === "internal")
+    return {
+      outcome: "allow",
+      clientId: id,
+      strip,
+      wouldDeny: null,
+      authMode: "internal",
+      upstreamKey: null,
+    };
   if (upstreamKey.kind === "unavailable") return deny("key_unavailable", id);
   return {
-    ...base,
+    outcome: "allow",
+    clientId: id,
+    strip,
+    wouldDeny: null,
     authMode: "known",
     upstreamKey: upstreamKey.kind === "value" ? upstreamKey.value : null,
   };

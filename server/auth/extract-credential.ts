@@ -124,16 +124,16 @@ export function extractCredential(
     return { kind: "invalid", reason: "credential_malformed", body };
   if (probes.includes("bad-field"))
     return { kind: "invalid", reason: "invalid_api_key_field", body };
-  const found = probes.filter((probe): probe is Found => typeof probe === "object");
-  const first = found[0];
-  if (first === undefined) return { kind: "none", body };
-  if (found.some((probe) => probe.token !== first.token)) {
-    return { kind: "invalid", reason: "conflicting_credentials", body };
+  // One pass, no intermediate arrays: this runs on every Check.
+  let first: Found | undefined;
+  const locations: CredentialLocation[] = [];
+  for (const probe of probes) {
+    if (typeof probe !== "object") continue;
+    if (first === undefined) first = probe;
+    else if (probe.token !== first.token)
+      return { kind: "invalid", reason: "conflicting_credentials", body };
+    locations.push(probe.location);
   }
-  return {
-    kind: "token",
-    token: first.token,
-    locations: found.map((probe) => probe.location),
-    body,
-  };
+  if (first === undefined) return { kind: "none", body };
+  return { kind: "token", token: first.token, locations, body };
 }

@@ -13,7 +13,8 @@ const NONE: UpstreamKey = { kind: "none" };
 const UNSAFE_HEADER_VALUE = /[\r\n\0]/;
 
 export class UpstreamKeyResolver {
-  private readonly memo = new Map<string, UpstreamKey>();
+  /** binding → reference → key; nested so a hit hashes the two (cached) strings, not a fresh concatenation. */
+  private readonly memo = new Map<string, Map<string, UpstreamKey>>();
 
   constructor(
     private readonly masterKeys: MasterKeys,
@@ -26,11 +27,15 @@ export class UpstreamKeyResolver {
    */
   resolve(reference: string | null, binding: string): UpstreamKey {
     if (reference === null) return NONE;
-    const memoKey = `${binding}\n${reference}`;
-    let resolved = this.memo.get(memoKey);
+    let byReference = this.memo.get(binding);
+    if (byReference === undefined) {
+      byReference = new Map();
+      this.memo.set(binding, byReference);
+    }
+    let resolved = byReference.get(reference);
     if (resolved === undefined) {
       resolved = this.resolveUncached(reference, binding);
-      this.memo.set(memoKey, resolved);
+      byReference.set(reference, resolved);
     }
     return resolved;
   }
