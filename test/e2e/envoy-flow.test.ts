@@ -6,7 +6,7 @@
  * this file; the tests are serial because the last one stops keygate.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import anyTest, { type ExecutionContext, type TestFn } from "ava";
@@ -14,6 +14,7 @@ import { parse } from "yaml";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES, type DenialType } from "../../server/errors.js";
+import { registerTopologyTeardown } from "../helpers/e2e-teardown.js";
 import {
   ENVOY_CONFIG_PATH,
   type EnvoyProcess,
@@ -34,7 +35,6 @@ const UPSTREAM_KEY = "sk-ant-upstream-held-by-keygate-0001";
 const BYO_KEY = "sk-ant-api03-callers-own-key-0002";
 /** Marks each request so the upstream's record can be searched per test. */
 const CASE_HEADER = "x-e2e-case";
-const LOG_TAIL_CHARS = 20_000;
 
 interface Context {
   dir: string;
@@ -91,19 +91,7 @@ test.before(async (t) => {
   });
 });
 
-test.afterEach.always((t) => {
-  if (t.passed) return;
-  const tail = (text: string | undefined): string => (text ?? "").slice(-LOG_TAIL_CHARS);
-  t.log(`--- envoy output (tail) ---\n${tail(t.context.envoy?.output())}`);
-  t.log(`--- keygate output (tail) ---\n${tail(t.context.keygate?.output())}`);
-});
-
-test.after.always(async (t) => {
-  await t.context.envoy?.stop();
-  await t.context.keygate?.stop("SIGKILL");
-  await t.context.upstream?.close();
-  if (t.context.dir) rmSync(t.context.dir, { recursive: true, force: true });
-});
+registerTopologyTeardown(test);
 
 interface Reply {
   readonly status: number;

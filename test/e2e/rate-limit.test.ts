@@ -6,13 +6,14 @@
  * anyway, since they share one Envoy.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import anyTest, { type ExecutionContext, type TestFn } from "ava";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES } from "../../server/errors.js";
+import { registerTopologyTeardown } from "../helpers/e2e-teardown.js";
 import {
   type EnvoyProcess,
   renderEnvoyConfig,
@@ -30,7 +31,6 @@ type ClientId = (typeof CLIENTS)[number];
 const ROUTE_LIMITED: ClientId = "denied-first";
 const BYO_KEY = "sk-ant-api03-callers-own-key-0003";
 const CASE_HEADER = "x-e2e-case";
-const LOG_TAIL_CHARS = 20_000;
 
 interface Context {
   dir: string;
@@ -71,19 +71,7 @@ test.before(async (t) => {
   });
 });
 
-test.afterEach.always((t) => {
-  if (t.passed) return;
-  const tail = (text: string | undefined): string => (text ?? "").slice(-LOG_TAIL_CHARS);
-  t.log(`--- envoy output (tail) ---\n${tail(t.context.envoy?.output())}`);
-  t.log(`--- keygate output (tail) ---\n${tail(t.context.keygate?.output())}`);
-});
-
-test.after.always(async (t) => {
-  await t.context.envoy?.stop();
-  await t.context.keygate?.stop("SIGKILL");
-  await t.context.upstream?.close();
-  if (t.context.dir) rmSync(t.context.dir, { recursive: true, force: true });
-});
+registerTopologyTeardown(test);
 
 interface Reply {
   readonly status: number;

@@ -1,0 +1,34 @@
+/**
+ * The teardown every e2e file shares: on a failed test, the tail of Envoy's and keygate's
+ * output; after the file, stop Envoy, keygate and the stub upstream and remove the temp dir.
+ */
+import { rmSync } from "node:fs";
+import type { TestFn } from "ava";
+import type { EnvoyProcess } from "./envoy.js";
+import type { KeygateProcess } from "./keygate-process.js";
+import type { StubUpstream } from "./stub-upstream.js";
+
+/** How much of each process's output a failed test prints. */
+const LOG_TAIL_CHARS = 20_000;
+
+export interface TopologyContext {
+  dir?: string;
+  upstream?: StubUpstream;
+  keygate?: KeygateProcess;
+  envoy?: EnvoyProcess;
+}
+
+export function registerTopologyTeardown<C extends TopologyContext>(test: TestFn<C>): void {
+  test.afterEach.always((t) => {
+    if (t.passed) return;
+    const tail = (text: string | undefined): string => (text ?? "").slice(-LOG_TAIL_CHARS);
+    t.log(`--- envoy output (tail) ---\n${tail(t.context.envoy?.output())}`);
+    t.log(`--- keygate output (tail) ---\n${tail(t.context.keygate?.output())}`);
+  });
+  test.after.always(async (t) => {
+    await t.context.envoy?.stop();
+    await t.context.keygate?.stop("SIGKILL");
+    await t.context.upstream?.close();
+    if (t.context.dir) rmSync(t.context.dir, { recursive: true, force: true });
+  });
+}
