@@ -166,11 +166,16 @@ const NO_CLIENTS_MESSAGE =
   "(keygate keystore add <id>) or set KEYGATE_MODE to recognize, dry-run or off";
 
 /**
- * Parses and validates keystore.yaml text.
+ * Parses and validates keystore.yaml text. `sourceSha256` is the hash of the file's
+ * bytes when the caller has already computed it (the sync has, to skip unchanged files).
  * @throws KeystoreError with every issue found, each located in `options.file`.
  */
-export function parseKeystore(text: string, options: LoadOptions): LoadedKeystore {
-  return parseSource(text, sha256Hex(text), options);
+export function parseKeystore(
+  text: string,
+  options: LoadOptions,
+  sourceSha256: string = sha256Hex(text),
+): LoadedKeystore {
+  return parseSource(text, sourceSha256, options);
 }
 
 /**

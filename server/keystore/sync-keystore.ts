@@ -65,12 +65,16 @@ export function syncKeystoreFile(
   const sourceSha256 = sha256(bytes);
   if (sourceSha256 === request.lastSeenSha256) return { result: "unchanged", sourceSha256 };
   try {
-    const loaded = parseKeystore(bytes.toString("utf8"), {
-      file: request.path,
-      masterKeys: request.masterKeys,
-      env: request.env,
-      requireClients: request.requireClients,
-    });
+    const loaded = parseKeystore(
+      bytes.toString("utf8"),
+      {
+        file: request.path,
+        masterKeys: request.masterKeys,
+        env: request.env,
+        requireClients: request.requireClients,
+      },
+      sourceSha256,
+    );
     const current = store.current();
     const generation =
       current?.sourceSha256 === loaded.sourceSha256 ? current : store.apply(loaded, now);

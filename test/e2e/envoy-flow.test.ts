@@ -14,7 +14,7 @@ import { parse } from "yaml";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES, type DenialType } from "../../server/errors.js";
-import { registerTopologyTeardown } from "../helpers/e2e-teardown.js";
+import { accessLogLine, registerTopologyTeardown } from "../helpers/e2e-topology.js";
 import {
   ENVOY_CONFIG_PATH,
   type EnvoyProcess,
@@ -165,19 +165,6 @@ function findNumber(node: unknown, key: string): number | undefined {
   return undefined;
 }
 
-async function accessLogLine(
-  t: ExecutionContext<Context>,
-  requestId: string,
-): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    const line = t.context.envoy.accessLog().find((entry) => entry.request_id === requestId);
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no access log line for request ${requestId}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 // (a) Known client: credential swapped for the upstream key, identity added.
 
 test.serial(
@@ -196,7 +183,7 @@ test.serial(
     t.is(seen.body, body);
     t.is(seen.path, "/v1/messages");
 
-    const line = await accessLogLine(t, reply.headers.get("x-request-id") ?? "");
+    const line = await accessLogLine(t.context.envoy, reply.headers.get("x-request-id") ?? "");
     t.is(line.client_id, "acme", "access log carries client_id from ext_authz dynamic metadata");
     t.is(line.auth_mode, "known");
     t.is(line.status, 200);
@@ -368,7 +355,7 @@ test.serial(
         body: messagesBody(),
       });
       assertDenial(t, reply, "UNAVAILABLE");
-      const line = await accessLogLine(t, reply.headers.get("x-request-id") ?? "");
+      const line = await accessLogLine(t.context.envoy, reply.headers.get("x-request-id") ?? "");
       t.is(line.response_flags, "UAEX");
       t.is(line.response_code_details, "ext_authz_error");
     }

@@ -13,7 +13,7 @@ import anyTest, { type ExecutionContext, type TestFn } from "ava";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES } from "../../server/errors.js";
-import { registerTopologyTeardown } from "../helpers/e2e-teardown.js";
+import { accessLogLine, registerTopologyTeardown } from "../helpers/e2e-topology.js";
 import {
   type EnvoyProcess,
   renderEnvoyConfig,
@@ -111,19 +111,6 @@ async function drain(t: ExecutionContext<Context>, id: ClientId): Promise<void> 
   }
 }
 
-async function accessLogLine(
-  t: ExecutionContext<Context>,
-  requestId: string,
-): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    const line = t.context.envoy.accessLog().find((entry) => entry.request_id === requestId);
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no access log line for request ${requestId}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 function assertRateLimited(t: ExecutionContext<Context>, reply: Reply): void {
   t.is(reply.status, 429, reply.text);
   t.regex(reply.headers.get("content-type") ?? "", /^application\/json/);
@@ -142,7 +129,7 @@ test.serial(
     const reply = await asClient(t, "drained");
     assertRateLimited(t, reply);
 
-    const line = await accessLogLine(t, reply.headers.get("x-request-id") ?? "");
+    const line = await accessLogLine(t.context.envoy, reply.headers.get("x-request-id") ?? "");
     t.is(line.status, 429);
     t.is(line.response_flags, "RL");
     t.is(line.client_id, "drained", "the access log names the limited client");

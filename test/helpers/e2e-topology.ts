@@ -1,6 +1,7 @@
 /**
- * The teardown every e2e file shares: on a failed test, the tail of Envoy's and keygate's
- * output; after the file, stop Envoy, keygate and the stub upstream and remove the temp dir.
+ * What every e2e file shares about the Envoy + keygate + stub upstream topology: the
+ * teardown (on a failed test, the tail of Envoy's and keygate's output; after the file,
+ * stop everything and remove the temp dir) and waiting for Envoy's access log line.
  */
 import { rmSync } from "node:fs";
 import type { TestFn } from "ava";
@@ -31,4 +32,18 @@ export function registerTopologyTeardown<C extends TopologyContext>(test: TestFn
     await t.context.upstream?.close();
     if (t.context.dir) rmSync(t.context.dir, { recursive: true, force: true });
   });
+}
+
+/** Envoy's access log line for a request id; Envoy flushes logs asynchronously, so this polls. */
+export async function accessLogLine(
+  envoy: EnvoyProcess,
+  requestId: string,
+): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const line = envoy.accessLog().find((entry) => entry.request_id === requestId);
+    if (line !== undefined) return line;
+    if (Date.now() > deadline) throw new Error(`no access log line for request ${requestId}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
 }
