@@ -81,5 +81,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
 
 # Node as PID 1 is fine here: keygate handles SIGTERM itself (drains in-flight checks,
 # exits 0) and starts no child processes. `docker kill -s HUP` reloads the keystore.
-ENTRYPOINT ["node", "dist/server/cli/main.js"]
+# --no-memory-reducer keeps V8 from shrinking the heap in idle spells and then running
+# full collections back to back when load returns (server/node-flags.ts says why).
+ENTRYPOINT ["node", "--no-memory-reducer", "dist/server/cli/main.js"]
 CMD ["serve"]

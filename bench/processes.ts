@@ -4,7 +4,8 @@
  * generator. All three run as compiled JavaScript from a private build of server/ and
  * bench/ (bench/.build, by bench/tsconfig.build.json), as keygate ships: from source, the
  * keystore's reload worker would compile TypeScript on every reload. Every wait is
- * bounded; every child is killed by pid on exit.
+ * bounded; every child is killed by pid on exit. keygate and the floor both run with the
+ * server's production Node flags (server/node-flags.ts).
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -12,6 +13,7 @@ import { createServer } from "node:net";
 import { cpus } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { SERVER_NODE_FLAGS } from "../server/node-flags.js";
 import type { LoadResult, LoadSpec } from "./load-generator.js";
 import { type QuietWait, waitForQuiet } from "./machine-load.js";
 
@@ -171,7 +173,7 @@ export async function startKeygateChild(options: KeygateChildOptions): Promise<K
       KEYGATE_LOG_LEVEL: options.logLevel,
       KEYGATE_MASTER_KEY: options.masterKey,
     },
-    options.nodeArgs,
+    [...SERVER_NODE_FLAGS, ...(options.nodeArgs ?? [])],
   );
   const deadline = started + READY_TIMEOUT_MS;
   while (performance.now() < deadline) {
@@ -197,7 +199,8 @@ export interface FloorChild extends Child {
 
 /** Starts the floor server and waits for its listening line. */
 export async function startFloorChild(nodeArgs: readonly string[] = []): Promise<FloorChild> {
-  const child = spawnNode(FLOOR_SERVER, [], baseEnvironment(), nodeArgs);
+  // The floor runs with keygate's production flags, so the comparison is runtime for runtime.
+  const child = spawnNode(FLOOR_SERVER, [], baseEnvironment(), [...SERVER_NODE_FLAGS, ...nodeArgs]);
   const deadline = performance.now() + READY_TIMEOUT_MS;
   while (performance.now() < deadline && child.process.exitCode === null) {
     const match = /"msg":"floor listening","port":(\d+)/.exec(child.output());

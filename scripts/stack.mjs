@@ -26,6 +26,8 @@ import { renderEnvoyConfig } from "./render-envoy-config.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const KEYGATE_MAIN = path.join(ROOT, "dist", "server", "cli", "main.js");
+/** The server's Node flags, as in package.json's start script (server/node-flags.ts says why). */
+const KEYGATE_NODE_FLAGS = ["--no-memory-reducer"];
 const STUB_APOLLO = path.join(ROOT, "scripts", "stub-apollo.mjs");
 const DEFAULT_KEYSTORE = "keystore.yaml";
 
@@ -299,7 +301,7 @@ async function main() {
     );
 
     track(
-      startChild("keygate", process.execPath, [KEYGATE_MAIN, "serve"], {
+      startChild("keygate", process.execPath, [...KEYGATE_NODE_FLAGS, KEYGATE_MAIN, "serve"], {
         ...env,
         KEYGATE_KEYSTORE: keystore.file,
         KEYGATE_GRPC_ADDR: `127.0.0.1:${ports.keygate}`,

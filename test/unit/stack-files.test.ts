@@ -11,6 +11,7 @@ import test from "ava";
 import { parse } from "yaml";
 import { loadConfig } from "../../server/config.js";
 import { DENIAL_TYPES } from "../../server/errors.js";
+import { SERVER_NODE_FLAGS } from "../../server/node-flags.js";
 import { ENVOY_CONFIG_PATH, PROJECT_ROOT } from "../helpers/envoy.js";
 
 // ── The files, parsed ────────────────────────────────────────────────────────────────
@@ -368,7 +369,7 @@ test("the runtime image runs the CLI's serve command as a non-root user", (t) =>
   t.false(["root", "0", "0:0"].includes(only(runtime, "USER")));
   const entrypoint = JSON.parse(only(runtime, "ENTRYPOINT")) as string[];
   const bin = (JSON.parse(read("package.json")) as { bin: Record<string, string> }).bin.keygate;
-  t.deepEqual(entrypoint, ["node", bin]);
+  t.deepEqual(entrypoint, ["node", ...SERVER_NODE_FLAGS, bin]);
   t.deepEqual(JSON.parse(only(runtime, "CMD")), ["serve"]);
   t.is(stages.length, 2, "a build stage and a runtime stage");
 });
@@ -403,4 +404,14 @@ test(".dockerignore admits what the build copies and nothing that holds secrets"
   for (const secret of ["keystore.yaml", ".env", "data", ".tools", "node_modules", "dist"]) {
     t.false(allowed.includes(secret), `${secret} stays out of the build context`);
   }
+});
+
+test("every launch of the server passes the server's Node flags", (t) => {
+  const start = (JSON.parse(read("package.json")) as { scripts: Record<string, string> }).scripts
+    .start;
+  t.is(start, `node ${SERVER_NODE_FLAGS.join(" ")} dist/server/cli/main.js serve`);
+  const stack = read("scripts/stack.mjs");
+  const declared = /const KEYGATE_NODE_FLAGS = (\[[^\]]*\]);/.exec(stack)?.[1];
+  t.deepEqual(declared === undefined ? null : JSON.parse(declared), [...SERVER_NODE_FLAGS]);
+  t.regex(stack, /\[\.\.\.KEYGATE_NODE_FLAGS, KEYGATE_MAIN, "serve"\]/);
 });
