@@ -143,6 +143,7 @@ export class KeystoreStore {
   private readonly statements: ReturnType<typeof prepareStatements>;
   private readonly applyTransaction: (loaded: LoadedKeystore, loadedAt: string) => Generation;
   private readonly usageTransaction: (entries: readonly UsageEntry[]) => void;
+  private readonly pruneTransaction: () => void;
 
   private constructor(private readonly db: Database.Database) {
     this.statements = prepareStatements(db);
@@ -157,6 +158,15 @@ export class KeystoreStore {
       }
     });
     this.usageTransaction = (entries) => usage.immediate(entries);
+    const prune = db.transaction(() => {
+      const newest = this.statements.latestGeneration.get()?.id;
+      if (newest === undefined) return;
+      const previous = this.statements.previousGeneration.get(newest)?.id ?? newest;
+      this.statements.pruneTokens.run(previous);
+      this.statements.pruneClients.run(previous);
+      this.statements.pruneGenerations.run(previous);
+    });
+    this.pruneTransaction = () => prune.immediate();
     this.generation = this.readLatestGeneration();
   }
 
@@ -190,13 +200,15 @@ export class KeystoreStore {
 
   /**
    * Applies a validated keystore as a new generation (one transaction), makes it current,
-   * and prunes generations older than the previous one.
+   * and prunes generations older than the previous one unless `prune` is false (the
+   * reload worker prunes later, off the revocation's critical path).
    * @throws Error when the keystore holds something that is not a digest or a key
    *   reference (a programming error: nothing in clear may reach the database), or on SQLite failure.
    */
-  apply(loaded: LoadedKeystore, now: Date): Generation {
+  apply(loaded: LoadedKeystore, now: Date, options: { readonly prune?: boolean } = {}): Generation {
     assertNoSecrets(loaded.keystore);
     const generation = this.applyTransaction(loaded, now.toISOString());
+    if (options.prune ?? true) this.prune();
     this.generation = generation;
     this.policies.clear();
     this.matches.clear();
@@ -321,7 +333,6 @@ export class KeystoreStore {
       for (const token of client.tokens)
         insertToken.run(id, token.digest, client.id, token.expiresAt);
     });
-    this.prune(id);
     return {
       id,
       sourceSha256,
@@ -331,12 +342,13 @@ export class KeystoreStore {
     };
   }
 
-  /** Keeps the new generation and the one before it (what was being served a moment ago). */
-  private prune(newest: number): void {
-    const previous = this.statements.previousGeneration.get(newest)?.id ?? newest;
-    this.statements.pruneTokens.run(previous);
-    this.statements.pruneClients.run(previous);
-    this.statements.pruneGenerations.run(previous);
+  /**
+   * Deletes every generation older than the one before the newest (one transaction): the
+   * newest is served, the one before may still be finishing in-flight Checks.
+   * @throws Error on SQLite failure.
+   */
+  prune(): void {
+    this.pruneTransaction();
   }
 
   private readLatestGeneration(): Generation | undefined {

@@ -184,6 +184,21 @@ test("prune keeps at most the current and the previous generation", (t) => {
   t.deepEqual(rows, { generations: [3, 4], clients: [3, 4], tokens: [3, 4] });
 });
 
+test("apply without pruning keeps every generation until prune() runs", (t) => {
+  const dbPath = tempDb(t);
+  const store = openStore(t, dbPath);
+  for (const name of ["one", "two", "three"]) {
+    store.apply(keystoreWith([name]), NOW, { prune: false });
+  }
+  const generations = () =>
+    inspect(dbPath, (db) => db.prepare("SELECT id FROM generations ORDER BY id").pluck().all());
+  t.deepEqual(generations(), [1, 2, 3]);
+  t.is(store.lookup(hashToken("three"))?.generation, 3, "the newest is served before pruning");
+  store.prune();
+  t.deepEqual(generations(), [2, 3]);
+  t.is(store.lookup(hashToken("three"))?.generation, 3);
+});
+
 test("generation ids keep growing after pruning", (t) => {
   const store = openStore(t);
   const ids = ["a", "b", "c"].map((name) => store.apply(keystoreWith([name]), NOW).id);
