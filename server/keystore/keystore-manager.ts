@@ -6,7 +6,7 @@
  */
 import type { MasterKeys } from "../crypto/aes-gcm.js";
 import type { Logger } from "../logger.js";
-import { ReloadWorker } from "./run-reload-worker.js";
+import { ReloadWorker, type SyncReply } from "./run-reload-worker.js";
 import type { KeystoreStore } from "./store.js";
 import type { SyncOutcome } from "./sync-keystore.js";
 import { formatIssue, type Generation, type KeystoreIssue, type TokenMatch } from "./types.js";
@@ -106,9 +106,9 @@ export class KeystoreManager {
   private async runOnce(): Promise<ReloadOutcome> {
     const now = new Date();
     this.lastReloadAt = now.toISOString();
-    let outcome: SyncOutcome;
+    let reply: SyncReply;
     try {
-      outcome = await this.worker.sync({
+      reply = await this.worker.sync({
         path: this.options.path,
         dbPath: this.options.dbPath,
         masterKeys: [...this.options.masterKeys].map(
@@ -127,19 +127,37 @@ export class KeystoreManager {
         now,
       );
     }
+    const { outcome } = reply;
     switch (outcome.result) {
       case "unchanged":
         return { result: "unchanged" };
       case "failed":
         this.lastSeenSha256 = outcome.sourceSha256;
         return this.fail(outcome.issues, now);
-      case "applied":
+      case "applied": {
         this.lastSeenSha256 = outcome.sourceSha256;
-        this.warnings = outcome.warnings;
-        for (const warning of outcome.warnings)
-          this.options.logger.warn({ file: this.options.path }, warning);
-        return this.succeed(outcome);
+        // Checks switch to the new generation now; its warnings follow (the reload
+        // resolves once they are in, so /keystore then shows them).
+        const applied = this.succeed(outcome);
+        await this.takeWarnings(reply.warnings);
+        return applied;
+      }
     }
+  }
+
+  private async takeWarnings(pending: Promise<readonly string[]>): Promise<void> {
+    try {
+      this.warnings = await pending;
+    } catch (error) {
+      this.warnings = [];
+      this.options.logger.warn(
+        { file: this.options.path, err: error },
+        "could not check the keystore's upstream keys; clients with a bad key will answer 503 KEY_UNAVAILABLE",
+      );
+      return;
+    }
+    for (const warning of this.warnings)
+      this.options.logger.warn({ file: this.options.path }, warning);
   }
 
   private succeed(outcome: Extract<SyncOutcome, { result: "applied" }>): ReloadOutcome {

@@ -7,7 +7,12 @@
  */
 import { parentPort } from "node:worker_threads";
 import { type KeystoreChanges, KeystoreStore } from "./store.js";
-import { type SyncOutcome, type SyncRequest, syncKeystoreFile } from "./sync-keystore.js";
+import {
+  type SyncOutcome,
+  type SyncRequest,
+  type SyncRun,
+  syncKeystoreFile,
+} from "./sync-keystore.js";
 
 /** What the main thread sends: a SyncRequest with master keys as plain pairs. */
 export interface WorkerInput extends Omit<SyncRequest, "masterKeys"> {
@@ -26,8 +31,18 @@ export type WorkerOutput =
       readonly outcome: SyncOutcome;
     }
   | { readonly kind: "result"; readonly id: number; readonly ok: false; readonly error: string }
+  /** Sent after an applied result: its upstream-key warnings, formatted (maybe none). */
+  | {
+      readonly kind: "warnings";
+      readonly id: number;
+      readonly ok: true;
+      readonly warnings: readonly string[];
+    }
+  | { readonly kind: "warnings"; readonly id: number; readonly ok: false; readonly error: string }
   /** Sent after a result: what the new generation changed, for the log (ids and digest prefixes). */
-  | { readonly kind: "changes"; readonly generation: number; readonly changes: KeystoreChanges };
+  | { readonly kind: "changes"; readonly generation: number; readonly changes: KeystoreChanges }
+  /** The last message for a request: the worker is idle again. */
+  | { readonly kind: "done"; readonly id: number };
 
 const stores = new Map<string, KeystoreStore>();
 
@@ -40,45 +55,67 @@ function storeFor(dbPath: string): KeystoreStore {
   return store;
 }
 
-function run(input: WorkerInput): WorkerOutput {
+function dropStore(dbPath: string): void {
+  // The connection may be in a bad state; open a fresh one next time.
+  stores.get(dbPath)?.close();
+  stores.delete(dbPath);
+}
+
+function post(output: WorkerOutput): void {
+  parentPort?.postMessage(output);
+}
+
+function run(input: WorkerInput): { output: WorkerOutput; run?: SyncRun } {
   try {
     const masterKeys = new Map(input.masterKeys.map(([kid, key]) => [kid, Buffer.from(key)]));
-    const outcome = syncKeystoreFile(
+    const run = syncKeystoreFile(
       storeFor(input.dbPath),
       { ...input, masterKeys },
       new Date(input.now),
     );
-    return { kind: "result", id: input.id, ok: true, outcome };
+    return { output: { kind: "result", id: input.id, ok: true, outcome: run.outcome }, run };
   } catch (error) {
-    // The connection may be in a bad state; open a fresh one next time.
-    stores.get(input.dbPath)?.close();
-    stores.delete(input.dbPath);
-    return { kind: "result", id: input.id, ok: false, error: (error as Error).message };
+    dropStore(input.dbPath);
+    return { output: { kind: "result", id: input.id, ok: false, error: (error as Error).message } };
   }
 }
 
 /**
- * Compares the new generation with the one before. It runs after the result is sent
- * (about 0.5 s at 100 000 clients), so the log line never delays a revocation.
+ * What an applied generation leaves for after its result: the upstream-key warnings
+ * (a decrypt per enc: value), the change report (about 0.5 s at 100 000 clients) and
+ * pruning old generations. None of it may delay a revocation.
  */
-function reportChanges(input: WorkerInput, output: WorkerOutput): void {
-  if (output.kind !== "result" || !output.ok || output.outcome.result !== "applied") return;
-  const { previousGenerationId, generation } = output.outcome;
-  if (previousGenerationId === null || previousGenerationId === generation.id) return;
+function followUp(input: WorkerInput, run: SyncRun): void {
+  const { outcome } = run;
+  if (outcome.result !== "applied") return;
   try {
-    const changes = storeFor(input.dbPath).diff(previousGenerationId, generation.id);
-    parentPort?.postMessage({
+    post({ kind: "warnings", id: input.id, ok: true, warnings: run.warnings() });
+  } catch (error) {
+    post({ kind: "warnings", id: input.id, ok: false, error: (error as Error).message });
+  }
+  const { previousGenerationId, generation } = outcome;
+  if (previousGenerationId === null || previousGenerationId === generation.id) return;
+  const store = storeFor(input.dbPath);
+  try {
+    post({
       kind: "changes",
       generation: generation.id,
-      changes,
-    } satisfies WorkerOutput);
+      changes: store.diff(previousGenerationId, generation.id),
+    });
   } catch {
     // The change report is a courtesy; the generation is applied either way.
+  }
+  try {
+    store.prune();
+  } catch {
+    // Old generations stay until the next prune; the new one is served either way.
+    dropStore(input.dbPath);
   }
 }
 
 parentPort?.on("message", (input: WorkerInput) => {
-  const output = run(input);
-  parentPort?.postMessage(output);
-  reportChanges(input, output);
+  const { output, run: done } = run(input);
+  post(output);
+  if (done !== undefined) followUp(input, done);
+  post({ kind: "done", id: input.id });
 });

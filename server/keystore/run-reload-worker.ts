@@ -24,11 +24,40 @@ function spawn(): Worker {
   return new Worker(bootstrap, { eval: true });
 }
 
-type Pending = {
-  resolve: (outcome: SyncOutcome) => void;
-  reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
-};
+/** A sync's answer: the outcome as soon as the generation is decided, its warnings later. */
+export interface SyncReply {
+  readonly outcome: SyncOutcome;
+  /**
+   * The upstream-key warnings of an applied keystore (none for other outcomes). Rejects
+   * when the worker could not compute them.
+   */
+  readonly warnings: Promise<readonly string[]>;
+}
+
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: Error): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: Error) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Nobody may be waiting for the warnings when they fail: that is not an unhandled rejection.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+/** One sync in the worker, from its request until the worker says it is done with it. */
+interface Pending {
+  readonly reply: Deferred<SyncReply>;
+  readonly warnings: Deferred<readonly string[]>;
+  readonly timer: NodeJS.Timeout;
+}
 
 export class ReloadWorker {
   /** @param onChanges receives each applied generation's change report, after its result. */
@@ -43,18 +72,18 @@ export class ReloadWorker {
    * Syncs keystore.yaml into SQLite off the main thread.
    * @throws Error when the sync fails (SQLite error, worker crash, timeout).
    */
-  sync(input: Omit<WorkerInput, "id">): Promise<SyncOutcome> {
+  sync(input: Omit<WorkerInput, "id">): Promise<SyncReply> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     const worker = this.ensureWorker();
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.fail(new Error(`keystore sync did not finish within ${SYNC_TIMEOUT_MS} ms`)),
-        SYNC_TIMEOUT_MS,
-      );
-      this.pending.set(id, { resolve, reject, timer });
-      worker.postMessage({ ...input, id } satisfies WorkerInput);
-    });
+    const timer = setTimeout(
+      () => this.fail(new Error(`keystore sync did not finish within ${SYNC_TIMEOUT_MS} ms`)),
+      SYNC_TIMEOUT_MS,
+    );
+    const pending: Pending = { reply: deferred(), warnings: deferred(), timer };
+    this.pending.set(id, pending);
+    worker.postMessage({ ...input, id } satisfies WorkerInput);
+    return pending.reply.promise;
   }
 
   /** Stops the worker; pending syncs fail. */
@@ -85,13 +114,30 @@ export class ReloadWorker {
     }
     const pending = this.pending.get(output.id);
     if (!pending) return;
-    this.pending.delete(output.id);
-    clearTimeout(pending.timer);
-    if (output.ok) pending.resolve(output.outcome);
-    else pending.reject(new Error(`keystore sync failed: ${output.error}`));
-    if (this.pending.size === 0) {
-      this.idleTimer = setTimeout(() => void this.close(), IDLE_MS);
-      this.idleTimer.unref();
+    switch (output.kind) {
+      case "result":
+        if (!output.ok) {
+          pending.reply.reject(new Error(`keystore sync failed: ${output.error}`));
+          break;
+        }
+        // Only an applied keystore has warnings to wait for.
+        if (output.outcome.result !== "applied") pending.warnings.resolve([]);
+        pending.reply.resolve({ outcome: output.outcome, warnings: pending.warnings.promise });
+        break;
+      case "warnings":
+        if (output.ok) pending.warnings.resolve(output.warnings);
+        else pending.warnings.reject(new Error(`upstream key check failed: ${output.error}`));
+        break;
+      case "done":
+        this.pending.delete(output.id);
+        clearTimeout(pending.timer);
+        // A request that ended without them (a failed sync) has no warnings.
+        pending.warnings.resolve([]);
+        if (this.pending.size === 0) {
+          this.idleTimer = setTimeout(() => void this.close(), IDLE_MS);
+          this.idleTimer.unref();
+        }
+        break;
     }
   }
 
@@ -101,7 +147,8 @@ export class ReloadWorker {
     this.worker = undefined;
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
-      pending.reject(error);
+      pending.reply.reject(error);
+      pending.warnings.reject(error);
       this.pending.delete(id);
     }
     if (worker) void worker.terminate();

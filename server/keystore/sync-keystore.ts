@@ -1,12 +1,14 @@
 /**
  * One keystore sync: read keystore.yaml, skip it when its bytes are unchanged, validate
  * it, and apply it to SQLite as a new generation. Runs inside the reload worker so a
- * large file never blocks the Check path; plain data in, plain data out.
+ * large file never blocks the Check path; plain data in, plain data out. What does not
+ * decide the new generation (upstream-key warnings, pruning old generations) is left
+ * for after the outcome is reported, so a revocation never waits for it.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { MasterKeys } from "../crypto/aes-gcm.js";
-import { parseKeystore } from "./load.js";
+import { type ValidatedKeystore, validateKeystore } from "./load.js";
 import type { KeystoreStore } from "./store.js";
 import { formatIssue, type Generation, KeystoreError, type KeystoreIssue } from "./types.js";
 
@@ -24,8 +26,6 @@ export type SyncOutcome =
       readonly result: "applied";
       readonly generation: Generation;
       readonly sourceSha256: string;
-      readonly warnings: readonly string[];
-      /** What changed against the previous generation, for the reload log line. */
       /** The generation served before, for the change report the worker sends afterwards. */
       readonly previousGenerationId: number | null;
     }
@@ -36,36 +36,46 @@ export type SyncOutcome =
       readonly issues: readonly KeystoreIssue[];
     };
 
+export interface SyncRun {
+  readonly outcome: SyncOutcome;
+  /**
+   * The applied keystore's upstream-key warnings, formatted (none for other outcomes).
+   * Computed on call: a decrypt per `enc:` value, so after the outcome has been reported.
+   */
+  readonly warnings: () => readonly string[];
+}
+
+const NO_WARNINGS = (): readonly string[] => [];
+
 function sha256(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
 /**
- * Syncs keystore.yaml into the store. Never throws for a bad file (that is a "failed"
- * outcome with located issues).
+ * Syncs keystore.yaml into the store, without pruning (call store.prune() afterwards).
+ * Never throws for a bad file (that is a "failed" outcome with located issues).
  * @throws Error on SQLite failure.
  */
-export function syncKeystoreFile(
-  store: KeystoreStore,
-  request: SyncRequest,
-  now: Date,
-): SyncOutcome {
+export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now: Date): SyncRun {
+  const failed = (sourceSha256: string | null, issues: readonly KeystoreIssue[]): SyncRun => ({
+    outcome: { result: "failed", sourceSha256, issues },
+    warnings: NO_WARNINGS,
+  });
   let bytes: Buffer;
   try {
     bytes = readFileSync(request.path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? "error";
     const message = code === "ENOENT" ? "file not found" : `cannot read file (${code})`;
-    return {
-      result: "failed",
-      sourceSha256: null,
-      issues: [{ file: request.path, line: 1, column: 1, message }],
-    };
+    return failed(null, [{ file: request.path, line: 1, column: 1, message }]);
   }
   const sourceSha256 = sha256(bytes);
-  if (sourceSha256 === request.lastSeenSha256) return { result: "unchanged", sourceSha256 };
+  if (sourceSha256 === request.lastSeenSha256) {
+    return { outcome: { result: "unchanged", sourceSha256 }, warnings: NO_WARNINGS };
+  }
+  let validated: ValidatedKeystore;
   try {
-    const loaded = parseKeystore(
+    validated = validateKeystore(
       bytes.toString("utf8"),
       {
         file: request.path,
@@ -75,19 +85,23 @@ export function syncKeystoreFile(
       },
       sourceSha256,
     );
-    const current = store.current();
-    const generation =
-      current?.sourceSha256 === loaded.sourceSha256 ? current : store.apply(loaded, now);
-    return {
+  } catch (error) {
+    if (error instanceof KeystoreError) return failed(sourceSha256, error.issues);
+    throw error;
+  }
+  const { loaded } = validated;
+  const current = store.current();
+  const generation =
+    current?.sourceSha256 === loaded.sourceSha256
+      ? current
+      : store.apply(loaded, now, { prune: false });
+  return {
+    outcome: {
       result: "applied",
       generation,
       sourceSha256,
-      warnings: loaded.warnings.map(formatIssue),
       previousGenerationId: current?.id ?? null,
-    };
-  } catch (error) {
-    if (error instanceof KeystoreError)
-      return { result: "failed", sourceSha256, issues: error.issues };
-    throw error;
-  }
+    },
+    warnings: () => validated.upstreamKeyWarnings().map(formatIssue),
+  };
 }

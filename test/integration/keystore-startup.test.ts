@@ -103,3 +103,49 @@ test("restart with keystore.yaml deleted still serves the last good generation, 
     await second.stop();
   }
 });
+
+test("an upstream key that will not resolve is a warning on /keystore and in the log, after the generation is live", async (t) => {
+  const other = "kg-startup-other";
+  const unresolvable = `version: 1
+clients:
+  - id: alpha
+    tokens:
+      - sha256: ${hashToken(TOKEN)}
+  - id: beta
+    upstream_key: env:KEYGATE_TEST_UNSET_UPSTREAM
+    tokens:
+      - sha256: ${hashToken(other)}
+`;
+  const kg = await startTestKeygate({ keystore: VALID });
+  try {
+    writeFileSync(kg.keystorePath, unresolvable);
+    const reload = await kg.running.reload();
+    t.is(reload.result, "applied");
+    const status = (await (await fetch(`${kg.adminUrl}/keystore`)).json()) as {
+      warnings: string[];
+      generation: { id: number };
+    };
+    t.is(status.generation.id, kg.running.keystore.generationId);
+    t.is(status.warnings.length, 1);
+    t.regex(status.warnings[0] ?? "", /keystore\.yaml:\d+:\d+: .*"beta".*503 KEY_UNAVAILABLE/);
+    const warned = kg.logs
+      .map((line) => JSON.parse(line) as { level: string; msg: string })
+      .filter((entry) => entry.level === "warn" && entry.msg.includes("KEY_UNAVAILABLE"));
+    t.is(warned.length, 1);
+    t.regex(warned[0]?.msg ?? "", /"beta"/);
+    const denial = denialOf(
+      await kg.client.check(
+        checkRequest({ json: { model: "m" }, headers: { authorization: `Bearer ${other}` } }),
+      ),
+    );
+    t.like(denial, { type: "KEY_UNAVAILABLE", status: 503 });
+
+    // Fixed: the next generation carries no warning.
+    writeFileSync(kg.keystorePath, VALID);
+    t.is((await kg.running.reload()).result, "applied");
+    const fixed = (await (await fetch(`${kg.adminUrl}/keystore`)).json()) as { warnings: string[] };
+    t.deepEqual(fixed.warnings, []);
+  } finally {
+    await kg.stop();
+  }
+});
