@@ -57,8 +57,10 @@ export interface InProcessTimings {
   readonly applyMs: number;
   /** read + parse/validate + apply. */
   readonly initialSyncMs: number;
-  /** KeystoreManager.reload() after a one-line edit (disable a client): worker, read, hash, parse, apply, prune. */
+  /** KeystoreManager.reload() after a one-line edit (disable a client): worker, read, hash, parse, apply, warnings, change report, prune. */
   readonly reloadAfterEditMs: number;
+  /** From the same reload's start until the main thread serves the new generation. */
+  readonly editLiveMs: number;
   /** KeystoreManager.reload() with the file unchanged (worker, read + hash only). */
   readonly reloadUnchangedMs: number;
   /**
@@ -164,7 +166,8 @@ async function keystoreModules(): Promise<KeystoreModules> {
 /**
  * Initial sync and reload timings in this process, on a copy of the file: parse and
  * apply timed apart, then KeystoreManager.reload() (the server's reload: a worker
- * thread reads, hashes, parses, applies; the main thread switches generation).
+ * thread reads, hashes, parses, applies; the main thread switches generation; the
+ * worker then sends the upstream-key warnings and the change report, and prunes).
  */
 async function measureInProcess(
   fixture: KeystoreFixture,
@@ -207,7 +210,14 @@ async function measureInProcess(
     });
     const last = fixture.clients[fixture.clients.length - 1] as BenchClient;
     writeFileSync(file, withClientDisabled(text, last));
+    const before = manager.generationId;
     const reloadStart = performance.now();
+    let editLiveMs = Number.NaN;
+    const live = setInterval(() => {
+      if (manager.generationId === before) return;
+      editLiveMs = elapsed(reloadStart);
+      clearInterval(live);
+    }, LIVE_POLL_MS);
     let reloading = true;
     const reload = manager.reload().finally(() => {
       reloading = false;
@@ -222,6 +232,7 @@ async function measureInProcess(
     }
     const outcome = await reload;
     const reloadAfterEditMs = elapsed(reloadStart);
+    clearInterval(live);
     if (outcome.result !== "applied") {
       throw new Error(`reload after a one-line edit was not applied: ${JSON.stringify(outcome)}`);
     }
@@ -238,6 +249,7 @@ async function measureInProcess(
       applyMs,
       initialSyncMs,
       reloadAfterEditMs,
+      editLiveMs,
       reloadUnchangedMs,
       mainThreadWriteBlockedMs: round(mainThreadWriteBlockedMs, 1),
       lookupNs,
@@ -248,6 +260,7 @@ async function measureInProcess(
 }
 
 const USAGE_WRITE_EVERY_MS = 100;
+const LIVE_POLL_MS = 2;
 const RELOAD_TIMEOUT_MS = 120_000;
 const LOOKUP_ROUNDS = 5;
 const LOOKUPS_PER_ROUND = 20_000;
@@ -433,7 +446,7 @@ export async function runKeystoreScaleSection(
     const inProcessWait = await awaitQuiet();
     const inProcess = await measureInProcess(fixture, modules, sampled);
     log(
-      `  ${size} clients (${round(fixture.bytes / 1024 / 1024, 1)} MiB): parse+validate ${inProcess.parseValidateMs} ms, apply ${inProcess.applyMs} ms, initial sync ${inProcess.initialSyncMs} ms, reload after edit ${inProcess.reloadAfterEditMs} ms (a main-thread write meanwhile blocked up to ${inProcess.mainThreadWriteBlockedMs} ms), unchanged ${inProcess.reloadUnchangedMs} ms, lookup ${inProcess.lookupNs} ns`,
+      `  ${size} clients (${round(fixture.bytes / 1024 / 1024, 1)} MiB): parse+validate ${inProcess.parseValidateMs} ms, apply ${inProcess.applyMs} ms, initial sync ${inProcess.initialSyncMs} ms, reload after edit ${inProcess.reloadAfterEditMs} ms (live after ${inProcess.editLiveMs} ms; a main-thread write meanwhile blocked up to ${inProcess.mainThreadWriteBlockedMs} ms), unchanged ${inProcess.reloadUnchangedMs} ms, lookup ${inProcess.lookupNs} ns`,
     );
     prepared.push({
       fixture,

@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { SERVER_NODE_FLAGS } from "../server/node-flags.js";
 import { type CheckParams, type CheckSectionResult, runCheckSection } from "./check-section.js";
 import {
   type HotPathParams,
@@ -199,6 +200,7 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
       "apply ms",
       "initial sync ms",
       "reload after edit ms",
+      "edit live after ms",
       "main-thread write blocked ms",
       "server ready ms",
       "checks/s",
@@ -219,6 +221,7 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
       String(size.inProcess.applyMs),
       String(size.inProcess.initialSyncMs),
       String(size.inProcess.reloadAfterEditMs),
+      String(size.inProcess.editLiveMs),
       String(size.inProcess.mainThreadWriteBlockedMs),
       String(size.serverStartToReadyMs),
       String(size.check.throughput),
@@ -276,7 +279,7 @@ ${markdownTable(targetRows(results.targets))}
 ${revocationNote}
 ## Check: keygate vs the floor
 
-Real gRPC over 127.0.0.1. Load generator: a separate process, ${check.params.sessions} HTTP/2 connections × ${check.params.inflightPerSession} calls in flight (closed loop), warm-up ${check.params.warmupMs} ms, window ${check.params.durationMs} ms; "serial" is 1 call in flight for ${check.params.serialDurationMs} ms. Runs alternate floor, keygate × ${check.params.repetitions}; figures are medians. Request: POST /v1/messages, ${check.requestBodyBytes}-byte JSON body (\`api_key\` of one of ${check.params.clients} known clients, \`raw_body\` as with \`pack_as_bytes\`), CheckRequest ${check.checkRequestBytes} bytes. keygate: \`keygate serve\` (real SQLite keystore, enc: upstream keys, KEYGATE_LOG_LEVEL=warn). Floor: \`bench/floor-server.ts\` (same protos, fixed allow). Every answer is judged: an allow counts only with the expected \`x-api-key\` and \`x-client-id\`.
+Real gRPC over 127.0.0.1. Load generator: a separate process, ${check.params.sessions} HTTP/2 connections × ${check.params.inflightPerSession} calls in flight (closed loop), warm-up ${check.params.warmupMs} ms, window ${check.params.durationMs} ms; "serial" is 1 call in flight for ${check.params.serialDurationMs} ms. Runs alternate floor, keygate × ${check.params.repetitions}; figures are medians. Request: POST /v1/messages, ${check.requestBodyBytes}-byte JSON body (\`api_key\` of one of ${check.params.clients} known clients, \`raw_body\` as with \`pack_as_bytes\`), CheckRequest ${check.checkRequestBytes} bytes. keygate: \`keygate serve\` (real SQLite keystore, enc: upstream keys, KEYGATE_LOG_LEVEL=warn). Floor: \`bench/floor-server.ts\` (same protos, fixed allow). Both run with the server's production Node flags (\`${SERVER_NODE_FLAGS.join(" ")}\`, server/node-flags.ts). Every answer is judged: an allow counts only with the expected \`x-api-key\` and \`x-client-id\`.
 
 ${markdownTable(checkTable(check))}
 
@@ -286,7 +289,7 @@ Both servers and the load generator share ${m.cpus} cores, so "server cores busy
 
 ## Keystore scale
 
-In-process timings (the compiled keystore modules, on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\` = initial sync; then a one-line edit (one client disabled) reloaded through \`KeystoreManager.reload()\` (the server's path: a worker thread reads, hashes, parses, applies; the main thread switches generation), during which the main thread issues the write \`UsageRecorder\` flushes every few seconds (\`store.recordUsage\`, every 100 ms here) and the longest one is reported: a write that waits for the worker's lock stalls every Check. Store lookup: \`KeystoreStore.lookup\` over the sampled digests. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce). RSS: VmRSS after start-up, 2 s after the revocation's reload (the sync worker still alive), and once the idle sync worker has been retired (12.5 s after the last reload); peak: VmHWM over the server's life (initial load included).
+In-process timings (the compiled keystore modules, on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\` = initial sync; then a one-line edit (one client disabled) reloaded through \`KeystoreManager.reload()\` (the server's path: a worker thread reads, hashes, parses, applies; the main thread switches generation, "edit live after"; the worker then sends the upstream-key warnings and the change report and prunes, and the reload resolves), during which the main thread issues the write \`UsageRecorder\` flushes every few seconds (\`store.recordUsage\`, every 100 ms here) and the longest one is reported: a write that waits for the worker's lock stalls every Check. Store lookup: \`KeystoreStore.lookup\` over the sampled digests. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce). RSS: VmRSS after start-up, 2 s after the revocation's reload (the sync worker still alive), and once the idle sync worker has been retired (12.5 s after the last reload); peak: VmHWM over the server's life (initial load included).
 
 ${markdownTable(scaleTable(scale))}
 
