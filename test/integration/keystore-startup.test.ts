@@ -125,7 +125,7 @@ clients:
       warnings: string[];
       generation: { id: number };
     };
-    t.is<number | null>(status.generation.id, kg.running.keystore.generationId);
+    t.is<number | null, number | null>(status.generation.id, kg.running.keystore.generationId);
     t.is(status.warnings.length, 1);
     t.regex(status.warnings[0] ?? "", /keystore\.yaml:\d+:\d+: .*"beta".*503 KEY_UNAVAILABLE/);
     const warned = kg.logs
