@@ -176,12 +176,24 @@ test("prune keeps at most the current and the previous generation", (t) => {
   const dbPath = tempDb(t);
   const store = openStore(t, dbPath);
   for (const name of ["one", "two", "three", "four"]) store.apply(keystoreWith([name]), NOW);
+  // Rows carry the generations they are visible in, [since, until): only the versions
+  // visible in generation 3 or 4 are left.
   const rows = inspect(dbPath, (db) => ({
     generations: db.prepare("SELECT id FROM generations ORDER BY id").pluck().all(),
-    clients: db.prepare("SELECT DISTINCT generation FROM clients ORDER BY 1").pluck().all(),
-    tokens: db.prepare("SELECT DISTINCT generation FROM tokens ORDER BY 1").pluck().all(),
+    clients: db.prepare("SELECT id, since, until FROM clients ORDER BY since").raw().all(),
+    tokens: db.prepare("SELECT client_id, since, until FROM tokens ORDER BY since").raw().all(),
   }));
-  t.deepEqual(rows, { generations: [3, 4], clients: [3, 4], tokens: [3, 4] });
+  t.deepEqual(rows, {
+    generations: [3, 4],
+    clients: [
+      ["three", 3, 4],
+      ["four", 4, null],
+    ],
+    tokens: [
+      ["three", 3, 4],
+      ["four", 4, null],
+    ],
+  });
 });
 
 test("apply without pruning keeps every generation until prune() runs", (t) => {
