@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import test, { type ExecutionContext } from "ava";
+import test from "ava";
 import Database from "better-sqlite3";
 import fc from "fast-check";
 import { digestPrefix, hashToken } from "../../server/crypto/token-hash.js";
@@ -21,6 +21,7 @@ import type {
   LoadedKeystore,
   TokenMatch,
 } from "../../server/keystore/types.js";
+import { inspect, openStore, tempDb } from "../helpers/store-db.js";
 
 const NOW = new Date("2026-06-01T00:00:00Z");
 const NO_CHANGES: KeystoreChanges = {
@@ -31,35 +32,6 @@ const NO_CHANGES: KeystoreChanges = {
   tokensRevoked: [],
 };
 
-function tempDb(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "keygate-store-incremental-"));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return path.join(dir, "keystore.db");
-}
-
-function openStore(t: ExecutionContext, dbPath: string): KeystoreStore {
-  const store = KeystoreStore.open(dbPath);
-  t.teardown(() => {
-    try {
-      store.close();
-    } catch {
-      // already closed by the test
-    }
-  });
-  return store;
-}
-
-/** A second, read-only connection: what the tests check is what is on disk. */
-function inspect<T>(dbPath: string, query: (db: Database.Database) => T): T {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return query(db);
-  } finally {
-    db.close();
-  }
-}
-
-/** How many rows generation `id` wrote (since = id) and retired (until = id), per table. */
 function rowsTouchedBy(dbPath: string, id: number) {
   return inspect(dbPath, (db) => {
     const count = (sql: string) => db.prepare(sql).pluck().get(id);

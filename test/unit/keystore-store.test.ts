@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import test, { type ExecutionContext } from "ava";
@@ -11,6 +10,7 @@ import { hashToken } from "../../server/crypto/token-hash.js";
 import { parseKeystore } from "../../server/keystore/load.js";
 import { KeystoreStore } from "../../server/keystore/store.js";
 import type { Keystore, LoadedKeystore } from "../../server/keystore/types.js";
+import { inspect, openStore as openStoreAt, tempDb as tempDbIn } from "../helpers/store-db.js";
 
 const FULL_FIXTURE = fileURLToPath(
   new URL("../fixtures/keystores/valid-full.yaml", import.meta.url),
@@ -48,33 +48,9 @@ function keystoreWith(tokens: readonly string[], sha = tokens.join(",")): Loaded
   return { keystore, sourceSha256: createHash("sha256").update(sha).digest("hex"), warnings: [] };
 }
 
-function tempDb(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "keygate-store-"));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return path.join(dir, "data", "nested", "keystore.db");
-}
-
-function openStore(t: ExecutionContext, dbPath = tempDb(t)): KeystoreStore {
-  const store = KeystoreStore.open(dbPath);
-  t.teardown(() => {
-    try {
-      store.close();
-    } catch {
-      // already closed by the test
-    }
-  });
-  return store;
-}
-
-/** A second, read-only connection: what the tests check is what is on disk. */
-function inspect<T>(dbPath: string, query: (db: Database.Database) => T): T {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return query(db);
-  } finally {
-    db.close();
-  }
-}
+/** In nested directories, which open() must create. */
+const tempDb = (t: ExecutionContext) => tempDbIn(t, path.join("data", "nested"));
+const openStore = (t: ExecutionContext, dbPath = tempDb(t)) => openStoreAt(t, dbPath);
 
 test("open creates the directory and a database in WAL mode", (t) => {
   const dbPath = tempDb(t);
