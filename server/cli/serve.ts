@@ -7,6 +7,7 @@ import { ConfigError, loadConfig } from "../config.js";
 import { writeStarterKeystore } from "../keystore/starter.js";
 import { createLogger } from "../logger.js";
 import { StartupError, startKeygate } from "../main.js";
+import { SERVER_NODE_FLAGS } from "../node-flags.js";
 
 function starterBanner(path: string, token: string): string {
   return [
@@ -51,29 +52,15 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     }
     throw error;
   }
-  const grpcAddress =
-    config.grpcAddress.kind === "unix"
-      ? `unix:${config.grpcAddress.path}`
-      : `${config.grpcAddress.host}:${running.grpcPort}`;
-  logger.info(
-    {
-      grpc: grpcAddress,
-      admin: `${config.adminAddress.host}:${running.adminPort}`,
-      mode: config.mode,
-      keystore: config.keystorePath,
-      generation: running.keystore.generationId,
-      ready: running.keystore.generationId !== null,
-    },
-    "keygate listening",
-  );
-
+  // Signals first: a supervisor may send SIGTERM the moment it reads "keygate listening",
+  // and without a handler Node would die of it instead of draining.
   process.on("SIGHUP", () => {
     logger.info("SIGHUP: reloading keystore");
     running
       .reload()
       .catch((error: unknown) => logger.error({ err: error }, "keystore reload failed"));
   });
-  return new Promise((resolve) => {
+  const stopped = new Promise<number>((resolve) => {
     const shutdown = (signal: NodeJS.Signals) => {
       logger.info({ signal }, "draining in-flight checks");
       running.stop().then(
@@ -90,4 +77,29 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     process.once("SIGTERM", shutdown);
     process.once("SIGINT", shutdown);
   });
+
+  // V8 reads these only at start-up, so all keygate can do is say so (README: Operations).
+  const missingFlags = SERVER_NODE_FLAGS.filter((flag) => !process.execArgv.includes(flag));
+  if (missingFlags.length > 0) {
+    logger.warn(
+      { missing: missingFlags },
+      "node was started without keygate's server flags: Checks will cost more CPU after idle spells; run it as npm start does",
+    );
+  }
+  const grpcAddress =
+    config.grpcAddress.kind === "unix"
+      ? `unix:${config.grpcAddress.path}`
+      : `${config.grpcAddress.host}:${running.grpcPort}`;
+  logger.info(
+    {
+      grpc: grpcAddress,
+      admin: `${config.adminAddress.host}:${running.adminPort}`,
+      mode: config.mode,
+      keystore: config.keystorePath,
+      generation: running.keystore.generationId,
+      ready: running.keystore.generationId !== null,
+    },
+    "keygate listening",
+  );
+  return stopped;
 }

@@ -1,6 +1,7 @@
 /**
- * Runs the built keygate server as an operator would (`node dist/server/cli/main.js
- * serve`, configured only through KEYGATE_* variables), captures its JSON log lines, and
+ * Runs the built keygate server as an operator would (`node --no-memory-reducer
+ * dist/server/cli/main.js serve`, the flags of server/node-flags.ts, configured only
+ * through KEYGATE_* variables), captures its JSON log lines, and
  * stops it with a signal. Used by e2e tests, which must exercise the shipped artefact,
  * not the TypeScript sources.
  */
@@ -8,6 +9,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
+import { SERVER_NODE_FLAGS } from "../../server/node-flags.js";
 import { PROJECT_ROOT } from "./envoy.js";
 
 export const KEYGATE_MAIN = path.join(PROJECT_ROOT, "dist", "server", "cli", "main.js");
@@ -41,6 +43,8 @@ export interface StartKeygateOptions {
   readonly masterKey?: string;
   /** More variables: other KEYGATE_* settings and the env:VAR upstream keys the keystore names. */
   readonly env?: Readonly<Record<string, string>>;
+  /** Node flags before the script; the server's production flags unless given. */
+  readonly nodeArgs?: readonly string[];
 }
 
 export interface ExitStatus {
@@ -105,7 +109,8 @@ export async function startKeygate(options: StartKeygateOptions): Promise<Keygat
   };
   if (options.masterKey !== undefined) env.KEYGATE_MASTER_KEY = options.masterKey;
 
-  const child: ChildProcess = spawn(process.execPath, [KEYGATE_MAIN, "serve"], {
+  const nodeArgs = options.nodeArgs ?? SERVER_NODE_FLAGS;
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, KEYGATE_MAIN, "serve"], {
     cwd: PROJECT_ROOT,
     env,
     stdio: ["ignore", "pipe", "pipe"],
