@@ -9,11 +9,11 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { cpus } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { SERVER_NODE_FLAGS } from "../server/node-flags.js";
+import { environmentWithoutKeygate, freePort } from "../test/helpers/local-process.js";
 import type { LoadResult, LoadSpec } from "./load-generator.js";
 import { type QuietWait, waitForQuiet } from "./machine-load.js";
 
@@ -110,30 +110,8 @@ function spawnNode(
   };
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** The environment without KEYGATE_* variables, so the developer's shell cannot leak in. */
-function baseEnvironment(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (!name.startsWith("KEYGATE_")) env[name] = value;
-  }
-  return env;
 }
 
 export interface KeygateChild extends Child {
@@ -165,7 +143,7 @@ export async function startKeygateChild(options: KeygateChildOptions): Promise<K
     KEYGATE_CLI,
     ["serve"],
     {
-      ...baseEnvironment(),
+      ...environmentWithoutKeygate(),
       KEYGATE_KEYSTORE: options.keystorePath,
       KEYGATE_DB: options.dbPath,
       KEYGATE_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
@@ -200,7 +178,10 @@ export interface FloorChild extends Child {
 /** Starts the floor server and waits for its listening line. */
 export async function startFloorChild(nodeArgs: readonly string[] = []): Promise<FloorChild> {
   // The floor runs with keygate's production flags, so the comparison is runtime for runtime.
-  const child = spawnNode(FLOOR_SERVER, [], baseEnvironment(), [...SERVER_NODE_FLAGS, ...nodeArgs]);
+  const child = spawnNode(FLOOR_SERVER, [], environmentWithoutKeygate(), [
+    ...SERVER_NODE_FLAGS,
+    ...nodeArgs,
+  ]);
   const deadline = performance.now() + READY_TIMEOUT_MS;
   while (performance.now() < deadline && child.process.exitCode === null) {
     const match = /"msg":"floor listening","port":(\d+)/.exec(child.output());
@@ -242,7 +223,7 @@ export interface GatedLoadResult extends LoadResult {
 export async function runLoad(spec: LoadSpec, specPath: string): Promise<GatedLoadResult> {
   const quietWait = await awaitQuiet();
   writeFileSync(specPath, JSON.stringify(spec));
-  const child = spawnNode(LOAD_GENERATOR, [specPath], baseEnvironment());
+  const child = spawnNode(LOAD_GENERATOR, [specPath], environmentWithoutKeygate());
   const code = await new Promise<number | null>((resolve) =>
     child.process.once("close", (exitCode) => resolve(exitCode)),
   );

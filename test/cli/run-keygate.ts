@@ -10,6 +10,7 @@ import type { ExecutionContext } from "ava";
 import { generateMasterKey } from "../../server/crypto/aes-gcm.js";
 import { PROJECT_ROOT } from "../helpers/envoy.js";
 import { KEYGATE_MAIN } from "../helpers/keygate-process.js";
+import { environmentWithoutKeygate } from "../helpers/local-process.js";
 
 export interface CliResult {
   readonly code: number | null;
@@ -24,15 +25,6 @@ export interface RunOptions {
   readonly stdin?: string;
 }
 
-/** The parent's environment minus KEYGATE_*, so a developer's shell cannot change a test. */
-function baseEnvironment(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (!name.startsWith("KEYGATE_")) env[name] = value;
-  }
-  return env;
-}
-
 /** @throws Error when dist/ has not been built. */
 export function runKeygate(args: readonly string[], options: RunOptions = {}): Promise<CliResult> {
   if (!existsSync(KEYGATE_MAIN)) {
@@ -40,7 +32,7 @@ export function runKeygate(args: readonly string[], options: RunOptions = {}): P
   }
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [KEYGATE_MAIN, ...args], {
-      env: { ...baseEnvironment(), ...options.env },
+      env: { ...environmentWithoutKeygate(), ...options.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
     let stdout = "";

@@ -13,7 +13,8 @@ import path from "node:path";
 import { promisify } from "node:util";
 import anyTest, { type ExecutionContext, type TestFn } from "ava";
 import { PROJECT_ROOT, requireEnvoy } from "../helpers/envoy.js";
-import { freePort, KEYGATE_MAIN } from "../helpers/keygate-process.js";
+import { KEYGATE_MAIN } from "../helpers/keygate-process.js";
+import { freePort } from "../helpers/local-process.js";
 
 const STACK_SCRIPT = path.join(PROJECT_ROOT, "scripts", "stack.mjs");
 const READY_LINE = "stack: Ctrl-C stops all three.";

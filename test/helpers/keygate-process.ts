@@ -7,31 +7,15 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import path from "node:path";
 import { SERVER_NODE_FLAGS } from "../../server/node-flags.js";
 import { PROJECT_ROOT } from "./envoy.js";
+import { environmentWithoutKeygate, freePort } from "./local-process.js";
 
 export const KEYGATE_MAIN = path.join(PROJECT_ROOT, "dist", "server", "cli", "main.js");
 const READY_MESSAGE = "keygate listening";
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 15_000;
-
-/**
- * A port that was free a moment ago on 127.0.0.1 (bind to 0, read it, close). Another
- * process could take it before it is used; with the kernel's ephemeral range that is rare.
- */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export interface StartKeygateOptions {
   /** KEYGATE_KEYSTORE: the keystore.yaml to serve. */
@@ -76,15 +60,6 @@ function parseJsonLines(text: string): Record<string, unknown>[] {
   return lines;
 }
 
-/** The parent's environment minus KEYGATE_* variables, so a developer's shell cannot leak into a test. */
-function baseEnvironment(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (!name.startsWith("KEYGATE_")) env[name] = value;
-  }
-  return env;
-}
-
 /**
  * Starts keygate on free 127.0.0.1 ports and resolves once it logs that it is listening.
  * @throws Error (with keygate's output) when dist/ is not built, or keygate exits or is
@@ -99,7 +74,7 @@ export async function startKeygate(options: StartKeygateOptions): Promise<Keygat
   const grpcPort = await freePort();
   const adminPort = await freePort();
   const env: NodeJS.ProcessEnv = {
-    ...baseEnvironment(),
+    ...environmentWithoutKeygate(),
     ...options.env,
     KEYGATE_KEYSTORE: options.keystore,
     KEYGATE_DB: options.db,
