@@ -259,12 +259,9 @@ function validateSource(
  * located path. Exported so tests can hold both paths to one answer.
  */
 export function parseKeystorePlain(text: string, options: LoadOptions): LoadedKeystore | undefined {
-  const sourceSha256 = sha256Hex(text);
-  const validated = validatePlain(text, sourceSha256, options);
+  const validated = validatePlain(text, sha256Hex(text), options);
   if (validated === undefined) return undefined;
-  const findings = upstreamKeyFindings(validated.loaded.keystore, options);
-  if (findings.length === 0) return validated.loaded;
-  const warnings = placePlainFindings(text, options.file, findings);
+  const warnings = plainWarnings(text, validated.loaded.keystore, options);
   return warnings === undefined ? undefined : { ...validated.loaded, warnings };
 }
 
@@ -413,15 +410,19 @@ function validatePlain(
   const keystore = toKeystore(read.data);
   return {
     loaded: { keystore, sourceSha256, warnings: [] },
-    upstreamKeyWarnings: () => {
-      const findings = upstreamKeyFindings(keystore, options);
-      if (findings.length === 0) return [];
-      return (
-        placePlainFindings(text, options.file, findings) ??
-        parseLocated(text, sourceSha256, options).warnings
-      );
-    },
+    upstreamKeyWarnings: () =>
+      plainWarnings(text, keystore, options) ?? parseLocated(text, sourceSha256, options).warnings,
   };
+}
+
+/** The upstream-key warnings placed by the plain path; undefined when it cannot place them. */
+function plainWarnings(
+  text: string,
+  keystore: Keystore,
+  options: LoadOptions,
+): KeystoreIssue[] | undefined {
+  const findings = upstreamKeyFindings(keystore, options);
+  return findings.length === 0 ? [] : placePlainFindings(text, options.file, findings);
 }
 
 /** The data in `text`, or undefined when it is not plain YAML or js-yaml refuses it. */
