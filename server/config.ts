@@ -30,12 +30,35 @@ export interface Config {
   readonly metadataUpstreamKey: boolean;
   readonly grpcMaxReceiveBytes: number;
   readonly drainTimeoutMs: number;
+  /** TLS on the gRPC listener, or null for plaintext (loopback or a unix socket only). */
+  readonly grpcTls: GrpcTlsFiles | null;
+  /** When set, `env:` upstream keys must name a variable with this prefix. */
+  readonly upstreamEnvPrefix: string | null;
+  readonly throttle: ThrottleSettings;
+}
+
+/** Paths of the PEM files for the gRPC listener; re-read when they change. */
+export interface GrpcTlsFiles {
+  readonly certPath: string;
+  readonly keyPath: string;
+  /** Set for mutual TLS: clients must present a certificate signed by this CA. */
+  readonly clientCaPath: string | null;
+}
+
+/** Brute-force throttling of failed credentials per request source. */
+export interface ThrottleSettings {
+  /** Failures allowed per source per window; 0 is off. */
+  readonly failures: number;
+  readonly windowMs: number;
+  /** x-forwarded-for hops (from the right) that are trusted proxies; 0 uses Envoy's peer address. */
+  readonly trustedHops: number;
 }
 
 const DEFAULTS = {
   KEYGATE_KEYSTORE: "./keystore.yaml",
   KEYGATE_DB: "./data/keystore.db",
-  KEYGATE_GRPC_ADDR: "0.0.0.0:9191",
+  // Loopback: a CheckResponse carries provider keys, so the port is not opened to the network by default.
+  KEYGATE_GRPC_ADDR: "127.0.0.1:9191",
   KEYGATE_ADMIN_ADDR: "127.0.0.1:9192",
   KEYGATE_MODE: "enforce",
   KEYGATE_UPSTREAM_HEADER: "x-api-key",
@@ -45,6 +68,9 @@ const DEFAULTS = {
   // envoy/envoy.yaml's max_request_bytes is 4 MiB; headers and framing come on top.
   KEYGATE_GRPC_MAX_RECEIVE_BYTES: String(8 * 1024 * 1024),
   KEYGATE_DRAIN_TIMEOUT_MS: "10000",
+  KEYGATE_THROTTLE_FAILURES: "0",
+  KEYGATE_THROTTLE_WINDOW_S: "60",
+  KEYGATE_XFF_TRUSTED_HOPS: "0",
 } as const;
 
 /** Headers keygate itself uses to find credentials; the configured headers must not collide with them unexpectedly. */
@@ -59,6 +85,16 @@ export class ConfigError extends Error {
     this.variable = variable;
   }
 }
+
+/** Variables without a default: absent means the feature is off. */
+const OPTIONAL_VARIABLES = [
+  "KEYGATE_MASTER_KEY",
+  "KEYGATE_MASTER_KEY_FILE",
+  "KEYGATE_GRPC_TLS_CERT",
+  "KEYGATE_GRPC_TLS_KEY",
+  "KEYGATE_GRPC_TLS_CLIENT_CA",
+  "KEYGATE_UPSTREAM_ENV_PREFIX",
+] as const;
 
 const ajv = new Ajv({ allErrors: false, strict: true });
 const validateEnv = ajv.compile(readSchema("config.schema.json"));
@@ -78,7 +114,7 @@ function describeSchemaError(vars: Record<string, string>): ConfigError {
     const name = String(error.params.additionalProperty ?? error.params.propertyName ?? "");
     return new ConfigError(
       name,
-      `unknown variable (known: ${Object.keys(DEFAULTS).join(", ")}, KEYGATE_MASTER_KEY, KEYGATE_MASTER_KEY_FILE)`,
+      `unknown variable (known: ${Object.keys(DEFAULTS).join(", ")}, ${OPTIONAL_VARIABLES.join(", ")})`,
     );
   }
   const variable = error.instancePath.slice(1);
@@ -154,6 +190,25 @@ function loadMasterKeys(vars: Record<string, string>): MasterKeys {
   }
 }
 
+function loadGrpcTls(vars: Record<string, string>): GrpcTlsFiles | null {
+  const cert = vars.KEYGATE_GRPC_TLS_CERT;
+  const key = vars.KEYGATE_GRPC_TLS_KEY;
+  const clientCa = vars.KEYGATE_GRPC_TLS_CLIENT_CA;
+  if (cert === undefined && key === undefined) {
+    if (clientCa !== undefined)
+      throw new ConfigError(
+        "KEYGATE_GRPC_TLS_CLIENT_CA",
+        "mutual TLS needs KEYGATE_GRPC_TLS_CERT and KEYGATE_GRPC_TLS_KEY too",
+      );
+    return null;
+  }
+  if (cert === undefined)
+    throw new ConfigError("KEYGATE_GRPC_TLS_CERT", "must be set with KEYGATE_GRPC_TLS_KEY");
+  if (key === undefined)
+    throw new ConfigError("KEYGATE_GRPC_TLS_KEY", "must be set with KEYGATE_GRPC_TLS_CERT");
+  return Object.freeze({ certPath: cert, keyPath: key, clientCaPath: clientCa ?? null });
+}
+
 /**
  * Reads and validates keygate's configuration.
  * @throws ConfigError naming the first bad variable.
@@ -198,5 +253,12 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     metadataUpstreamKey: vars.KEYGATE_METADATA_UPSTREAM_KEY === "true",
     grpcMaxReceiveBytes,
     drainTimeoutMs: Number(vars.KEYGATE_DRAIN_TIMEOUT_MS),
+    grpcTls: loadGrpcTls(given),
+    upstreamEnvPrefix: given.KEYGATE_UPSTREAM_ENV_PREFIX ?? null,
+    throttle: Object.freeze({
+      failures: Number(vars.KEYGATE_THROTTLE_FAILURES),
+      windowMs: Number(vars.KEYGATE_THROTTLE_WINDOW_S) * 1000,
+      trustedHops: Number(vars.KEYGATE_XFF_TRUSTED_HOPS),
+    }),
   });
 }

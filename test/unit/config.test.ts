@@ -11,7 +11,7 @@ test("defaults match the documented table", (t) => {
     keystorePath: "./keystore.yaml",
     keystoreExplicit: false,
     dbPath: "./data/keystore.db",
-    grpcAddress: { kind: "tcp", host: "0.0.0.0", port: 9191 },
+    grpcAddress: { kind: "tcp", host: "127.0.0.1", port: 9191 },
     adminAddress: { host: "127.0.0.1", port: 9192 },
     mode: "enforce",
     upstreamHeader: "x-api-key",
