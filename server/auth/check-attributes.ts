@@ -19,6 +19,8 @@ export interface CheckAttributes {
   readonly contextExtensions: Readonly<Record<string, string>>;
   /** Envoy's x-request-id, or "" when absent. */
   readonly requestId: string;
+  /** The downstream peer address Envoy reports (attributes.source), or "" when absent. */
+  readonly sourceAddress: string;
 }
 
 type Loose = Record<string, unknown>;
@@ -80,6 +82,11 @@ function decodeContextExtensions(attributes: Loose): Record<string, string> {
   return out;
 }
 
+function decodeSourceAddress(attributes: Loose): string {
+  const socket = asObject(asObject(asObject(attributes.source).address).socket_address);
+  return asString(socket.address);
+}
+
 /** Reads the attributes keygate decides on from a CheckRequest; never throws. */
 export function decodeCheckRequest(request: unknown): CheckAttributes {
   const attributes = asObject(asObject(request).attributes);
@@ -93,5 +100,6 @@ export function decodeCheckRequest(request: unknown): CheckAttributes {
     bodyTruncated: headers.get(PARTIAL_BODY_HEADER)?.trim().toLowerCase() === "true",
     contextExtensions: decodeContextExtensions(attributes),
     requestId: headers.get("x-request-id") ?? asString(http.id),
+    sourceAddress: decodeSourceAddress(attributes),
   };
 }
