@@ -45,7 +45,7 @@ export const DENIAL_TYPES = {
     httpStatus: 429,
     grpcCode: GrpcStatus.PERMISSION_DENIED,
     message: "Too many requests for this API key; slow down and retry later.",
-    when: "sent by Envoy's per-client local rate limit (envoy/envoy.yaml), never by keygate itself",
+    when: "too many failed credentials from one source (KEYGATE_THROTTLE_FAILURES), or Envoy's per-client local rate limit (envoy/envoy.yaml)",
   },
   KEY_UNAVAILABLE: {
     httpStatus: 503,
@@ -81,6 +81,7 @@ export const DENIAL_REASONS = {
   invalid_json_body: "BAD_REQUEST",
   invalid_api_key_field: "BAD_REQUEST",
   body_truncated: "PAYLOAD_TOO_LARGE",
+  too_many_failures: "RATE_LIMITED",
   key_unavailable: "KEY_UNAVAILABLE",
   keystore_unavailable: "UNAVAILABLE",
 } as const satisfies Record<string, DenialType>;

@@ -18,6 +18,8 @@ export type UpstreamKey =
 /** The keystore's answer for the extracted token. */
 export type Lookup =
   | { readonly kind: "skipped" }
+  /** Too many failed credentials from this source: not looked up at all. */
+  | { readonly kind: "throttled" }
   | { readonly kind: "checksum"; readonly digest: string }
   | { readonly kind: "unknown"; readonly digest: string }
   | {
@@ -166,6 +168,8 @@ function decideStrict(input: DecisionInput, recognize: boolean): Decision {
       return recognize && PROVIDER_KEY_PATTERN.test(extraction.token)
         ? pass("byo")
         : deny("credential_unknown");
+    case "throttled":
+      return deny("too_many_failures");
     case "checksum":
       return deny("credential_checksum");
     case "skipped":

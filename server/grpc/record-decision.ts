@@ -21,7 +21,7 @@ export interface DecisionRecord {
 }
 
 function digestOf(lookup: Lookup): string | undefined {
-  return lookup.kind === "skipped" ? undefined : digestPrefix(lookup.digest);
+  return "digest" in lookup ? digestPrefix(lookup.digest) : undefined;
 }
 
 /** Route misconfigurations already reported; each distinct one is warned about once. */
