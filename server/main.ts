@@ -9,6 +9,12 @@ import { createMetrics, type Metrics } from "./admin/metrics.js";
 import type { Config } from "./config.js";
 import { createCheckService } from "./grpc/check-service.js";
 import { startGrpcServer } from "./grpc/grpc-server.js";
+import {
+  logGrpcTransport,
+  openTlsCredentials,
+  type TlsCredentials,
+  TlsFilesError,
+} from "./grpc/tls-credentials.js";
 import { KeystoreManager, type ReloadOutcome } from "./keystore/keystore-manager.js";
 import { watchKeystore } from "./keystore/keystore-watcher.js";
 import { KeystoreStore } from "./keystore/store.js";
@@ -48,6 +54,8 @@ export async function startKeygate(
   logger: Logger,
 ): Promise<RunningKeygate> {
   const metrics = createMetrics();
+  // TLS files first: a bad certificate stops start-up before anything is opened.
+  const tls = openGrpcTls(config, logger);
   const store = KeystoreStore.open(config.dbPath);
   store.neverWaitForWriters();
   const keystore = new KeystoreManager(store, {
@@ -66,6 +74,7 @@ export async function startKeygate(
     existsSync(config.keystorePath)
   ) {
     store.close();
+    tls?.close();
     throw new StartupError(
       `keystore is invalid and there is no last good generation to serve:\n${first.issues.map(formatIssue).join("\n")}`,
     );
@@ -75,6 +84,7 @@ export async function startKeygate(
   const grpc = await startGrpcServer({
     address: config.grpcAddress,
     maxReceiveBytes: config.grpcMaxReceiveBytes,
+    ...(tls === null ? {} : { credentials: tls.credentials }),
     checkService: createCheckService({
       mode: config.mode,
       responseOptions: {
@@ -88,6 +98,7 @@ export async function startKeygate(
       usage,
     }),
   });
+  logGrpcTransport(logger, config.grpcAddress, tls);
   const admin = await startAdminServer({
     host: config.adminAddress.host,
     port: config.adminAddress.port,
@@ -128,6 +139,7 @@ export async function startKeygate(
     stop() {
       stopping ??= (async () => {
         watcher.close();
+        tls?.close();
         await keystore.close();
         await grpc.drain(config.drainTimeoutMs);
         await admin.close();
@@ -137,4 +149,23 @@ export async function startKeygate(
       return stopping;
     },
   };
+}
+
+/**
+ * The gRPC listener's TLS credentials, watched for changes, or null for plaintext.
+ * @throws StartupError when the certificate files are missing or unusable.
+ */
+function openGrpcTls(config: Config, logger: Logger): TlsCredentials | null {
+  if (config.grpcTls === null) return null;
+  try {
+    return openTlsCredentials({
+      files: config.grpcTls,
+      logger,
+      debounceMs: WATCH_DEBOUNCE_MS,
+      pollMs: WATCH_POLL_MS,
+    });
+  } catch (error) {
+    if (error instanceof TlsFilesError) throw new StartupError(error.message);
+    throw error;
+  }
 }

@@ -11,6 +11,8 @@ export interface GrpcServerOptions {
   readonly address: ListenAddress;
   readonly maxReceiveBytes: number;
   readonly checkService: UntypedServiceImplementation;
+  /** TLS or mutual TLS (see tls-credentials.ts); plaintext when absent. */
+  readonly credentials?: ServerCredentials;
 }
 
 export interface RunningGrpcServer {
@@ -49,7 +51,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
       bindTarget(options.address),
-      ServerCredentials.createInsecure(),
+      options.credentials ?? ServerCredentials.createInsecure(),
       (error, bound) => (error ? reject(error) : resolve(bound)),
     );
   });

@@ -2,6 +2,7 @@
  * A real gRPC client for keygate's Authorization and Health services, as Envoy talks to them.
  */
 import {
+  type ChannelCredentials,
   type Client,
   credentials,
   loadPackageDefinition,
@@ -34,8 +35,11 @@ function promisify<T>(method: Unary, request: unknown): Promise<T> {
   );
 }
 
-/** Connects to keygate at target (e.g. "127.0.0.1:9191"). */
-export function createCheckClient(target: string): CheckClient {
+/** Connects to keygate at target (e.g. "127.0.0.1:9191"), in plaintext unless `channel` says TLS. */
+export function createCheckClient(
+  target: string,
+  channel: ChannelCredentials = credentials.createInsecure(),
+): CheckClient {
   // Enums as numbers, so tests compare HTTP status codes as Envoy reads them.
   const definition = protoLoader.loadSync(EXTERNAL_AUTH_PROTO, {
     ...LOADER_OPTIONS,
@@ -45,7 +49,7 @@ export function createCheckClient(target: string): CheckClient {
     definition[AUTHORIZATION_SERVICE] as never,
     "Authorization",
   );
-  const authorization = new Authorization(target, credentials.createInsecure(), {
+  const authorization = new Authorization(target, channel, {
     "grpc.max_send_message_length": 64 * 1024 * 1024,
   }) as unknown as Client & { Check: Unary };
   const healthPackage = loadPackageDefinition(
@@ -55,7 +59,7 @@ export function createCheckClient(target: string): CheckClient {
       health: { v1: { Health: new (target: string, creds: unknown) => Client & { Check: Unary } } };
     };
   };
-  const health = new healthPackage.grpc.health.v1.Health(target, credentials.createInsecure());
+  const health = new healthPackage.grpc.health.v1.Health(target, channel);
   return {
     check: (request) => promisify<CheckResponse>(authorization.Check.bind(authorization), request),
     health: async (service = "") =>
