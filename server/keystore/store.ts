@@ -8,7 +8,7 @@
  * 200 000-row rewrite. Lookups are one primary-key read on a statement prepared once.
  * Only digests and `enc:`/`env:` references are stored, never a token or key in clear.
  */
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { DIGEST_PATTERN, digestPrefix } from "../crypto/token-hash.js";
@@ -298,7 +298,10 @@ export class KeystoreStore {
    * @throws Error when the file cannot be opened or was written by a newer keygate.
    */
   static open(dbPath: string): KeystoreStore {
-    if (dbPath !== ":memory:") mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
+    if (dbPath !== ":memory:") {
+      mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
+      restrictToOwner(dbPath);
+    }
     const db = new Database(dbPath);
     try {
       configure(db);
@@ -682,6 +685,31 @@ function toClientRow([
 
 function toTokenRow([digest, since, client_id, expires_at]: TokenTuple): TokenRow {
   return { digest, since, client_id, expires_at };
+}
+
+/** Owner-only, like keystore.yaml: the database holds every digest and key reference. */
+const DB_FILE_MODE = 0o600;
+
+/**
+ * Creates the database file owner-only before SQLite does (SQLite would make it 0644 and
+ * gives -wal and -shm the main file's mode), and narrows files an older keygate left
+ * wider. A file this user does not own is left as it is: that is the owner's choice.
+ */
+function restrictToOwner(dbPath: string): void {
+  try {
+    closeSync(openSync(dbPath, "wx", DB_FILE_MODE));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+  for (const file of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) {
+    try {
+      const mode = statSync(file).mode;
+      if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "EPERM") throw error;
+    }
+  }
 }
 
 function configure(db: Database.Database): void {
