@@ -77,6 +77,16 @@ function rewriteClusters(doc, clusterPorts) {
   }
 }
 
+function setClusterField(doc, clusterName, key, value) {
+  const count = itemCount(doc, ["static_resources", "clusters"]);
+  for (let index = 0; index < count; index++) {
+    if (doc.getIn(["static_resources", "clusters", index, "name"]) !== clusterName) continue;
+    doc.setIn(["static_resources", "clusters", index, key], doc.createNode(value));
+    return;
+  }
+  fail(`cluster ${clusterName} not found`);
+}
+
 function setPerClientBucket(doc, bucket) {
   const filtersPath = [...HCM_PATH, "http_filters"];
   const filterCount = itemCount(doc, filtersPath);
@@ -103,7 +113,7 @@ function setPerClientBucket(doc, bucket) {
 
 /**
  * envoy/envoy.yaml rendered for 127.0.0.1 and the given ports, optionally with a different
- * per-client token bucket.
+ * per-client token bucket or a transport socket (TLS) on the keygate cluster.
  * @param {import("./render-envoy-config.d.mts").RenderEnvoyOptions} options
  * @returns {string} the configuration text
  * @throws Error when the shipped file no longer has the listener, clusters or rate limit
@@ -124,6 +134,8 @@ export function renderEnvoyConfig(options) {
   );
   rewriteClusters(doc, { keygate: options.keygatePort, apollo: options.upstreamPort });
   if (options.perClientRateLimit !== undefined) setPerClientBucket(doc, options.perClientRateLimit);
+  if (options.keygateTransportSocket !== undefined)
+    setClusterField(doc, "keygate", "transport_socket", options.keygateTransportSocket);
   // lineWidth 0: never fold long strings such as the access log format operators.
   return doc.toString({ lineWidth: 0 });
 }
