@@ -9,6 +9,7 @@ import { createMetrics, type Metrics } from "./admin/metrics.js";
 import type { Config } from "./config.js";
 import { createCheckService } from "./grpc/check-service.js";
 import { startGrpcServer } from "./grpc/grpc-server.js";
+import { createThrottleGuard } from "./grpc/throttle-guard.js";
 import {
   logGrpcTransport,
   openTlsCredentials,
@@ -96,6 +97,7 @@ export async function startKeygate(
       logger,
       metrics,
       usage,
+      throttle: createThrottleGuard(config.throttle, { logger, metrics }),
     }),
   });
   logGrpcTransport(logger, config.grpcAddress, tls);

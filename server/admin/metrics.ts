@@ -14,12 +14,25 @@ export interface Metrics {
   readonly keystoreReady: Gauge;
   readonly reloads: Counter<"result">;
   readonly lastReload: Gauge;
+  /** Checks refused by brute-force throttling, without a lookup. */
+  readonly throttledChecks: Counter;
+  /** Names the function the tracked-sources gauge reads at each scrape. */
+  watchThrottleSources(count: () => number): void;
 }
 
 /** Names as documented in the README's metrics table. */
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "keygate_" });
+  let throttleSources = (): number => 0;
+  new Gauge({
+    name: "keygate_throttle_tracked_sources",
+    help: "Request sources with failed credentials in an open throttling window (bounded).",
+    registers: [registry],
+    collect() {
+      this.set(throttleSources());
+    },
+  });
   return {
     registry,
     decisions: new Counter({
@@ -68,5 +81,13 @@ export function createMetrics(): Metrics {
       help: "Unix time of the last keystore reload attempt.",
       registers: [registry],
     }),
+    throttledChecks: new Counter({
+      name: "keygate_throttled_checks_total",
+      help: "Checks answered 429 RATE_LIMITED without a lookup: too many failed credentials from their source.",
+      registers: [registry],
+    }),
+    watchThrottleSources(count) {
+      throttleSources = count;
+    },
   };
 }

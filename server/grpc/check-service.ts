@@ -16,6 +16,7 @@ import { lookupCredential } from "../keystore/lookup-credential.js";
 import type { UsageRecorder } from "../keystore/usage-recorder.js";
 import type { Logger } from "../logger.js";
 import { recordDecision } from "./record-decision.js";
+import type { ThrottleGuard } from "./throttle-guard.js";
 
 export interface CheckServiceDeps {
   readonly mode: Mode;
@@ -24,6 +25,8 @@ export interface CheckServiceDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly usage?: UsageRecorder;
+  /** Brute-force throttling; absent when it is off. */
+  readonly throttle?: ThrottleGuard | null;
   readonly now?: () => number;
 }
 
@@ -33,6 +36,8 @@ const INTERNAL_FAILURE = {
   reason: "keystore_unavailable",
   clientId: null,
 } as const;
+
+const THROTTLED = { kind: "throttled" } as const;
 
 /** Builds the Authorization service implementation. */
 export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplementation {
@@ -49,8 +54,11 @@ export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplem
     try {
       const policy = resolvePolicy(deps.mode, attributes.contextExtensions);
       const extraction = extractCredential(attributes, policy.source);
-      const lookup = lookupCredential(extraction, deps.keystore, deps.keystore.upstreamKeys);
       const at = now();
+      const lookup =
+        extraction.kind === "token" && deps.throttle?.refuses(attributes, at)
+          ? THROTTLED
+          : lookupCredential(extraction, deps.keystore, deps.keystore.upstreamKeys);
       const decision = decide({
         policy,
         generation,
@@ -63,6 +71,7 @@ export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplem
       response = buildResponse(decision, deps.responseOptions, context);
       if (decision.outcome === "allow" && decision.clientId !== null)
         deps.usage?.record(decision.clientId, at);
+      deps.throttle?.observe(attributes, decision, at);
       recordDecision(deps, { attributes, policy, lookup, decision, started });
     } catch (error) {
       deps.logger.error(
