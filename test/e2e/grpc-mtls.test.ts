@@ -1,19 +1,21 @@
 /**
  * Mutual TLS between the real Envoy and the real keygate process: keygate requires client
  * certificates (KEYGATE_GRPC_TLS_CLIENT_CA), Envoy's keygate cluster gets the
- * UpstreamTlsContext that envoy/envoy.yaml shows in comments. Certificates are made with
+ * UpstreamTlsContext that envoy/envoy.yaml shows in comments, taken from the comment. Certificates are made with
  * `openssl` at test time. An Envoy that presents no certificate must fail closed.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import anyTest, { type TestFn } from "ava";
+import { parse } from "yaml";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES } from "../../server/errors.js";
 import { registerTopologyTeardown, type TopologyContext } from "../helpers/e2e-topology.js";
 import {
+  ENVOY_CONFIG_PATH,
   type EnvoyProcess,
   renderEnvoyConfig,
   requireEnvoy,
@@ -24,7 +26,7 @@ import { type StubUpstream, startStubUpstream } from "../helpers/stub-upstream.j
 import { type IssuedCertificate, issue, makeCa } from "../helpers/test-pki.js";
 
 const UPSTREAM_KEY = "sk-ant-upstream-over-mtls-0001";
-/** The name in keygate's certificate and the SNI Envoy sends, as in envoy.yaml's comment. */
+/** The name in keygate's certificate: the SNI and SAN envoy.yaml's comment expects. */
 const KEYGATE_NAME = "keygate";
 const CASE_HEADER = "x-e2e-case";
 
@@ -41,32 +43,40 @@ interface Context extends TopologyContext {
 
 const test = anyTest as TestFn<Context>;
 
-/** envoy.yaml's commented transport_socket, with the test's files. */
-function upstreamTls(ca: IssuedCertificate, client: IssuedCertificate | null) {
-  return {
-    name: "envoy.transport_sockets.tls",
-    typed_config: {
-      "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-      sni: KEYGATE_NAME,
-      common_tls_context: {
-        alpn_protocols: ["h2"],
-        ...(client === null
-          ? {}
-          : {
-              tls_certificates: [
-                {
-                  certificate_chain: { filename: client.certPath },
-                  private_key: { filename: client.keyPath },
-                },
-              ],
-            }),
-        validation_context: {
-          trusted_ca: { filename: ca.certPath },
-          match_typed_subject_alt_names: [{ san_type: "DNS", matcher: { exact: KEYGATE_NAME } }],
-        },
-      },
-    },
+/**
+ * The transport_socket envoy/envoy.yaml shows in comments on the keygate cluster, parsed
+ * from the comment itself (so the block users uncomment is the one tested), with the
+ * test's files in place of /etc/envoy/tls/... and without the client certificate when
+ * `client` is null.
+ */
+function commentedTransportSocket(
+  ca: IssuedCertificate,
+  client: IssuedCertificate | null,
+): Record<string, unknown> {
+  const lines = readFileSync(ENVOY_CONFIG_PATH, "utf8").split("\n");
+  const first = lines.findIndex((line) => /^\s*# transport_socket:\s*$/.test(line));
+  if (first === -1) throw new Error("envoy.yaml: no commented transport_socket");
+  const prefix = (lines[first] ?? "").slice(0, (lines[first] ?? "").indexOf("#") + 2);
+  const block: string[] = [];
+  for (const line of lines.slice(first)) {
+    if (!line.startsWith(prefix)) break;
+    block.push(line.slice(prefix.length));
+  }
+  const files: Record<string, string> = {
+    "envoy-client.crt": client?.certPath ?? "",
+    "envoy-client.key": client?.keyPath ?? "",
+    "keygate-ca.crt": ca.certPath,
   };
+  const text = block
+    .join("\n")
+    .replace(/\/etc\/envoy\/tls\/([\w.-]+)/g, (_, name: string) => files[name] ?? name);
+  const socket = (parse(text) as { transport_socket: Record<string, unknown> }).transport_socket;
+  if (client === null) {
+    const context = (socket.typed_config as { common_tls_context: Record<string, unknown> })
+      .common_tls_context;
+    delete context.tls_certificates;
+  }
+  return socket;
 }
 
 test.before(async (t) => {
@@ -109,11 +119,17 @@ clients:
   };
   // Healthy keygate cluster = Envoy's gRPC health checks got through mutual TLS.
   t.context.envoy = await startEnvoy({
-    config: renderEnvoyConfig({ ...ports, keygateTransportSocket: upstreamTls(ca, envoyClient) }),
+    config: renderEnvoyConfig({
+      ...ports,
+      keygateTransportSocket: commentedTransportSocket(ca, envoyClient),
+    }),
   });
   // Its health checks cannot pass: wait for the listener and the apollo cluster only.
   t.context.bareEnvoy = await startEnvoy({
-    config: renderEnvoyConfig({ ...ports, keygateTransportSocket: upstreamTls(ca, null) }),
+    config: renderEnvoyConfig({
+      ...ports,
+      keygateTransportSocket: commentedTransportSocket(ca, null),
+    }),
     healthyCluster: "apollo",
   });
 });
