@@ -5,7 +5,10 @@
 # (dist/, schemas/, production node_modules, package.json) and runs as a non-root user.
 #
 #   docker build -t keygate .
-#   docker run -v "$PWD:/etc/keygate:ro" -v keygate-data:/var/lib/keygate -p 9191:9191 keygate
+#   docker run -v "$PWD:/etc/keygate:ro" -v keygate-data:/var/lib/keygate --network <envoy's network> keygate
+#
+# gRPC (9191) is never published to the host: only Envoy, on the same container network,
+# calls it (see ENV below).
 #
 # docker-compose.yml runs it next to Envoy; `npm run stack` runs the same without Docker.
 
@@ -60,9 +63,15 @@ RUN mkdir -p /etc/keygate /var/lib/keygate \
  && chown node:node /var/lib/keygate \
  && chmod 0700 /var/lib/keygate
 
-# DESIGN §3's variables. Both listeners on all interfaces: Envoy reaches gRPC from
-# another container, Prometheus scrapes admin /metrics. Publish admin only to trusted
-# networks (docker-compose.yml binds it to the host's loopback).
+# DESIGN §3's variables. Both listeners on all interfaces of the container, unlike the
+# loopback default outside it: Envoy reaches gRPC from another container on the compose
+# network, Prometheus scrapes admin /metrics. A CheckResponse carries provider keys in
+# clear, so never publish the gRPC port (no `docker run -p` for it, no compose `ports:`
+# entry): keep it on a network only Envoy reaches, or turn on TLS / mutual TLS with
+# KEYGATE_GRPC_TLS_CERT, KEYGATE_GRPC_TLS_KEY and KEYGATE_GRPC_TLS_CLIENT_CA
+# (docker-compose.yml shows how).
+# keygate logs a warning at start-up while it serves plaintext on such an address.
+# Publish admin only to trusted networks (docker-compose.yml binds it to host loopback).
 ENV KEYGATE_KEYSTORE=/etc/keygate/keystore.yaml \
     KEYGATE_DB=/var/lib/keygate/keystore.db \
     KEYGATE_GRPC_ADDR=0.0.0.0:9191 \

@@ -228,6 +228,40 @@ test("keygate's admin port is exposed, published on loopback only, and health-ch
   );
 });
 
+test("keygate's gRPC port is published nowhere, not even in the Dockerfile's usage comment", (t) => {
+  const grpcPort = clusterEndpoint("keygate").port;
+  for (const name of Object.keys(services)) {
+    t.false(
+      published(name).some((p) => p.containerPort === grpcPort || p.hostPort === grpcPort),
+      `${name} publishes ${grpcPort}`,
+    );
+  }
+  t.notRegex(read("Dockerfile"), new RegExp(`-p\\s+(\\S+:)?${grpcPort}\\b`));
+  t.notRegex(read("docker-compose.yml"), new RegExp(`"?(\\S+:)?${grpcPort}:${grpcPort}"?`));
+});
+
+test("the commented TLS set-up names the paths its commented mounts provide", (t) => {
+  const composeText = read("docker-compose.yml");
+  const keygateTls = /#\s*target: (\/etc\/keygate-tls)\s*$/m.exec(composeText)?.[1];
+  t.truthy(keygateTls, "a commented directory mount for keygate's TLS files");
+  const tlsEnv: Record<string, string> = {};
+  for (const variable of [
+    "KEYGATE_GRPC_TLS_CERT",
+    "KEYGATE_GRPC_TLS_KEY",
+    "KEYGATE_GRPC_TLS_CLIENT_CA",
+  ]) {
+    const value = new RegExp(`#\\s*${variable}: (\\S+)`).exec(composeText)?.[1] ?? "";
+    t.is(path.posix.dirname(value), keygateTls ?? "?", variable);
+    tlsEnv[variable] = value;
+  }
+  t.not(loadConfig(tlsEnv).grpcTls?.clientCaPath, undefined, "together, a valid mTLS setting");
+  const envoyTls = /#\s*- \S+:(\/etc\/envoy\/tls):ro\s*$/m.exec(composeText)?.[1];
+  t.truthy(envoyTls, "a commented mount for Envoy's client certificate");
+  const files = [...readFileSync(ENVOY_CONFIG_PATH, "utf8").matchAll(/filename: (\S+) \}/g)];
+  t.true(files.length >= 3, "envoy.yaml's commented transport_socket names its files");
+  for (const [, file] of files) t.is(path.posix.dirname(file ?? ""), envoyTls ?? "?", String(file));
+});
+
 test("the image's and compose's keygate healthchecks are the same /readyz probe", (t) => {
   const imageCheck = only(runtime, "HEALTHCHECK");
   const execForm = JSON.parse(imageCheck.slice(imageCheck.indexOf("CMD") + 3).trim()) as string[];
@@ -336,6 +370,32 @@ test("the per-client rate limit runs after ext_authz, on the header keygate sets
   };
   t.deepEqual(descriptor.entries, [{ key: action?.descriptor_key }], "one bucket per client id");
   t.truthy(descriptor.token_bucket);
+});
+
+test("WebSocket upgrades are off by default and on only for routes that enforce", (t) => {
+  const upgrades = asArray(hcm.upgrade_configs, "upgrade_configs").map((u) => asRecord(u, "u"));
+  t.deepEqual(upgrades, [{ upgrade_type: "websocket", enabled: false }]);
+  const virtualHosts = asArray(asRecord(hcm.route_config, "route_config").virtual_hosts, "vh");
+  const routes = virtualHosts.flatMap((vh) => asArray(asRecord(vh, "vh").routes, "routes"));
+  const upgrading = routes
+    .map((r) => asRecord(r, "route"))
+    .filter((r) =>
+      ((asRecord(r.route, "route.route").upgrade_configs as Yaml[] | undefined) ?? []).some(
+        (u) => u.upgrade_type === "websocket" && u.enabled !== false,
+      ),
+    );
+  t.true(upgrading.length >= 1, "a WebSocket route");
+  for (const route of upgrading) {
+    const authz = asRecord(
+      asRecord(route.typed_per_filter_config, "typed_per_filter_config")[
+        "envoy.filters.http.ext_authz"
+      ],
+      `${String(route.name)}: ext_authz`,
+    );
+    t.not(authz.disabled, true, `${String(route.name)} skips ext_authz`);
+    const settings = asRecord(authz.check_settings, "check_settings");
+    t.like(settings.context_extensions, { keygate_mode: "enforce" });
+  }
 });
 
 test("Envoy's local replies use the denial body's fields and the catalogue's messages", (t) => {
