@@ -149,9 +149,10 @@ export class FailureThrottle {
     return this.#limit === 1;
   }
 
-  /** Sources with an open window (closed ones are dropped first). */
+  /** Sources with an open window; drops every closed one (a full pass: for scrapes, not per Check). */
   trackedSources(now: number): number {
-    this.#sweep(now);
+    for (const [source, window] of this.#windows)
+      if (!this.#open(window, now)) this.#windows.delete(source);
     return this.#windows.size;
   }
 

@@ -115,8 +115,12 @@ test("LRU: a throttled source that keeps trying stays tracked; idle ones are evi
 test("LRU: closed windows are dropped and do not count as tracked", (t) => {
   const throttle = new FailureThrottle({ failures: 2, windowMs: WINDOW_MS });
   for (let i = 0; i < 50; i++) throttle.recordFailure(`192.0.2.${i}`, T0);
+  // Touched last, but its window opened first: it closes first.
+  throttle.recordFailure("192.0.2.0", T0 + 10);
   t.is(throttle.trackedSources(T0 + 1), 50);
-  t.is(throttle.trackedSources(T0 + WINDOW_MS), 0);
+  throttle.recordFailure("192.0.2.99", T0 + WINDOW_MS / 2);
+  t.is(throttle.trackedSources(T0 + WINDOW_MS), 1);
+  t.is(throttle.trackedSources(T0 + WINDOW_MS + WINDOW_MS / 2), 0);
 });
 
 test("settings must be positive integers", (t) => {
