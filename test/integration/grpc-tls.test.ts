@@ -203,6 +203,9 @@ test("a Secret-style symlink swap is served to new connections; a broken one kee
   const after = tlsClient(kg, envoyClient);
   t.teardown(() => after.close());
   t.is(setHeaders(await after.check(knownTokenCheck()))["x-client-id"], "tls-client");
+  // The new context still requires and verifies client certificates.
+  await checkFails(t, tlsClient(kg));
+  await checkFails(t, tlsClient(kg, strangerClient));
 
   // A certificate whose key is another one's: refused, logged, the renewed one still served.
   volume.publish({ certPath: server.certPath, keyPath: renewed.keyPath }, ca.certPath);
