@@ -65,6 +65,7 @@ export async function startKeygate(
     masterKeys: config.masterKeys,
     env,
     requireClients: config.mode === "enforce",
+    upstreamEnvPrefix: config.upstreamEnvPrefix,
     logger,
   });
 

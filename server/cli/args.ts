@@ -5,6 +5,7 @@
  * plain failure (exit 1, one line), like any other.
  */
 import { parseArgs } from "node:util";
+import { quoted, scrubbed } from "../keystore/shown-text.js";
 
 /** A malformed invocation: printed with the usage text, exit 2. */
 export class UsageError extends Error {}
@@ -41,13 +42,14 @@ export function parseCommand(
   try {
     parsed = parseArgs({ args: [...args], options, allowPositionals: true, strict: true });
   } catch (error) {
-    throw new UsageError(`${command}: ${(error as Error).message}`);
+    // parseArgs quotes what it was given; a secret pasted into argv must not be echoed.
+    throw new UsageError(`${command}: ${scrubbed((error as Error).message)}`);
   }
   const missing = positionals[parsed.positionals.length];
   if (missing !== undefined && !missing.endsWith("?"))
     throw new UsageError(`${command} needs <${missing}>`);
   const extra = parsed.positionals[positionals.length];
-  if (extra !== undefined) throw new UsageError(`${command}: unexpected argument "${extra}"`);
+  if (extra !== undefined) throw new UsageError(`${command}: unexpected argument ${quoted(extra)}`);
   return {
     values: parsed.values as Record<string, string | boolean | undefined>,
     positionals: parsed.positionals,

@@ -17,9 +17,11 @@ import {
   KeystoreEditError,
 } from "../keystore/keystore-editor.js";
 import { readKeystoreFile } from "../keystore/load.js";
+import { quoted, shortened } from "../keystore/shown-text.js";
 import { writeStarterKeystore } from "../keystore/starter.js";
 import { KeystoreStore } from "../keystore/store.js";
 import { formatIssue, KeystoreError, type LoadedKeystore } from "../keystore/types.js";
+import { envNameProblem } from "../keystore/upstream-key-rules.js";
 import {
   DetailedError,
   keystorePath,
@@ -94,6 +96,7 @@ async function check(args: readonly string[], env: NodeJS.ProcessEnv): Promise<n
       masterKeys: config.masterKeys,
       env,
       requireClients: config.mode === "enforce",
+      upstreamEnvPrefix: config.upstreamEnvPrefix,
     });
     for (const warning of loaded.warnings) note(`${formatIssue(warning)} (warning)`);
     out(`${path}: ok, ${loaded.keystore.clients.length} clients`);
@@ -157,8 +160,13 @@ async function add(args: readonly string[], env: NodeJS.ProcessEnv): Promise<num
   let upstreamKey: string | undefined;
   if (fromEnv !== undefined) {
     if (!ENV_VARIABLE.test(fromEnv)) {
-      throw new Error(`--upstream-key-env needs an environment variable name (got "${fromEnv}")`);
+      throw new Error(
+        `--upstream-key-env needs an environment variable name (got ${quoted(fromEnv)})`,
+      );
     }
+    const refused = envNameProblem(fromEnv, config.upstreamEnvPrefix);
+    if (refused !== undefined)
+      throw new Error(`--upstream-key-env ${shortened(fromEnv)} ${refused}`);
     upstreamKey = `env:${fromEnv}`;
   }
   if (fromStdin) {
@@ -422,7 +430,12 @@ async function reencrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promi
 // ---------------------------------------------------------------- helpers
 
 function editOptions(config: Config, env: NodeJS.ProcessEnv): EditOptions {
-  return { masterKeys: config.masterKeys, env, requireClients: config.mode === "enforce" };
+  return {
+    masterKeys: config.masterKeys,
+    env,
+    requireClients: config.mode === "enforce",
+    upstreamEnvPrefix: config.upstreamEnvPrefix,
+  };
 }
 
 /** @throws Error when the id cannot be a client id (so a typo is not looked up or written). */
@@ -430,7 +443,7 @@ function clientIdArgument(parsed: Parsed): string {
   const id = parsed.positionals[0] ?? "";
   if (!CLIENT_ID.test(id)) {
     throw new Error(
-      `invalid client id "${id}": 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit`,
+      `invalid client id ${quoted(id)}: 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit`,
     );
   }
   return id;
@@ -470,7 +483,12 @@ function octal(mode: number): string {
 
 function readValidKeystore(path: string, config: Config, env: NodeJS.ProcessEnv): LoadedKeystore {
   try {
-    return readKeystoreFile(path, { masterKeys: config.masterKeys, env, requireClients: false });
+    return readKeystoreFile(path, {
+      masterKeys: config.masterKeys,
+      env,
+      requireClients: false,
+      upstreamEnvPrefix: config.upstreamEnvPrefix,
+    });
   } catch (error) {
     if (!(error instanceof KeystoreError)) throw error;
     throw new DetailedError(`${path} is not a valid keystore`, error.issues.map(formatIssue));

@@ -11,7 +11,7 @@ import { DEFAULTS_AAD, KeystoreEditError } from "../keystore/keystore-editor.js"
 import { DetailedError, out, parseCommand, stringValue, UsageError } from "./args.js";
 import { keystoreCommand } from "./keystore-commands.js";
 import { readSecretFromStdin } from "./read-stdin.js";
-import { seal, sealingKey } from "./upstream-key-input.js";
+import { readUpstreamKey, seal, sealingKey } from "./upstream-key-input.js";
 import { USAGE } from "./usage.js";
 
 async function encrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -26,7 +26,8 @@ async function encrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promise
     throw new UsageError("encrypt needs --client <id> or --defaults (one of them)");
   }
   const sealing = sealingKey(loadConfig(env).masterKeys, stringValue(parsed, "kid"));
-  out(seal(await readSecretFromStdin("secret"), client ?? DEFAULTS_AAD, sealing));
+  // The secret is an upstream key: held to the same rules as add and set-upstream-key.
+  out(seal(await readUpstreamKey(), client ?? DEFAULTS_AAD, sealing));
   return 0;
 }
 

@@ -4,9 +4,9 @@
  * process's memory.
  */
 import { encryptSecret, type MasterKeys } from "../crypto/aes-gcm.js";
+import { upstreamKeyValueProblem } from "../keystore/upstream-key-rules.js";
 import { readSecretFromStdin } from "./read-stdin.js";
 
-const UNSAFE_KEY_CHARACTERS = /[\r\n\0]/;
 const NO_MASTER_KEY =
   "no master key loaded: set KEYGATE_MASTER_KEY (or KEYGATE_MASTER_KEY_FILE) to kid:base64; keygate keygen makes one";
 
@@ -29,15 +29,15 @@ export function sealingKey(keys: MasterKeys, kid?: string): { kid: string; key: 
 
 /**
  * Reads an upstream key from stdin, trimmed (a pasted key's stray spaces and newline are
- * never part of a provider key).
- * @throws Error when stdin is empty or the key holds a line break or NUL (it becomes an HTTP header).
+ * never part of a provider key), and holds it to the rules the server sends keys by: it
+ * becomes an HTTP header value, so visible ASCII only, one key, one line.
+ * @throws Error when stdin is empty or the key holds a character a header cannot carry.
  */
 export async function readUpstreamKey(): Promise<string> {
   const key = (await readSecretFromStdin("upstream key")).trim();
-  if (UNSAFE_KEY_CHARACTERS.test(key)) {
-    throw new Error(
-      "the upstream key on stdin contains a line break or NUL; give one key, one line",
-    );
+  const problem = upstreamKeyValueProblem(key);
+  if (problem !== undefined) {
+    throw new Error(`the upstream key on stdin ${problem}; give one key, on one line`);
   }
   return key;
 }

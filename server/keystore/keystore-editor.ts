@@ -90,6 +90,8 @@ export interface EditOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Enforce mode: the edit may not leave the keystore without clients. */
   readonly requireClients: boolean;
+  /** KEYGATE_UPSTREAM_ENV_PREFIX: an edit may not leave an `env:` name without it. */
+  readonly upstreamEnvPrefix?: string | null;
   /** How long to wait for a concurrent edit's lock (default 10 s). */
   readonly lockTimeoutMs?: number;
 }
@@ -184,7 +186,8 @@ export async function editKeystore<T>(
     if (!draft.changed) return unchanged;
     const edited = draft.toString();
     const { masterKeys, env, requireClients } = options;
-    const validation = { file, masterKeys, env, requireClients };
+    const upstreamEnvPrefix = options.upstreamEnvPrefix ?? null;
+    const validation = { file, masterKeys, env, requireClients, upstreamEnvPrefix };
     let warnings: readonly KeystoreIssue[];
     try {
       warnings = newWarnings(text, parseKeystore(edited, validation).warnings, validation);

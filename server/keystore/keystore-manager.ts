@@ -19,6 +19,8 @@ export interface KeystoreManagerOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Enforce mode: an empty client list is an error. */
   readonly requireClients: boolean;
+  /** KEYGATE_UPSTREAM_ENV_PREFIX (config.upstreamEnvPrefix); absent: any name but KEYGATE_*. */
+  readonly upstreamEnvPrefix?: string | null;
   readonly logger: Logger;
 }
 
@@ -59,7 +61,11 @@ export class KeystoreManager {
   ) {
     this.generation = store.current() ?? null;
     this.generationId = this.generation?.id ?? null;
-    this.upstreamKeys = new UpstreamKeyResolver(options.masterKeys, options.env);
+    this.upstreamKeys = new UpstreamKeyResolver(
+      options.masterKeys,
+      options.env,
+      options.upstreamEnvPrefix ?? null,
+    );
   }
 
   /** Looks a digest up in the current generation. */
@@ -116,6 +122,7 @@ export class KeystoreManager {
         ),
         env: this.options.env,
         requireClients: this.options.requireClients,
+        upstreamEnvPrefix: this.options.upstreamEnvPrefix ?? null,
         lastSeenSha256: this.lastSeenSha256,
         now: now.toISOString(),
       });

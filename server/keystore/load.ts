@@ -28,8 +28,10 @@ import {
   type YAMLError,
 } from "yaml";
 import { decryptSecret, ENC_PATTERN, ENC_PREFIX, type MasterKeys } from "../crypto/aes-gcm.js";
+import { looksSecret } from "../crypto/secret-shapes.js";
 import { digestPrefix } from "../crypto/token-hash.js";
 import { readSchema } from "../paths.js";
+import { quoted, scrubbed, shortened, withoutSecrets } from "./shown-text.js";
 import {
   type ClientKind,
   DEFAULTS_AAD,
@@ -39,6 +41,7 @@ import {
   type KeystoreIssue,
   type LoadedKeystore,
 } from "./types.js";
+import { envNameProblem, upstreamKeyValueProblem } from "./upstream-key-rules.js";
 
 export interface LoadOptions {
   /** Name used in issues (`file:line:column: message`). */
@@ -48,6 +51,11 @@ export interface LoadOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Enforce mode: an empty `clients` list is an error, since auth on with no keys is a misconfiguration. */
   readonly requireClients: boolean;
+  /**
+   * KEYGATE_UPSTREAM_ENV_PREFIX: `env:` names without it are refused. Absent or null: any
+   * name but KEYGATE_*, which is refused always.
+   */
+  readonly upstreamEnvPrefix?: string | null;
 }
 
 /** The keystore as the schema guarantees it, before conversion to the model. */
@@ -140,9 +148,12 @@ const KEYWORD_RANK: Readonly<Record<string, number>> = {
   format: 3,
 };
 const LOOSE_DIGEST = /^[0-9a-fA-F]{64}$/;
+/** The schema's client id pattern. */
+const CLIENT_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 /** iv (12) + GCM tag (16) + at least one byte of key: anything shorter cannot be an upstream key. */
 const MIN_SEALED_BYTES = 12 + 16 + 1;
-const UNSAFE_KEY_VALUE = /[\r\n\0]/;
+/** An `env:` reference the schema accepts; other values are the schema's to report. */
+const ENV_REFERENCE = /^env:([A-Za-z_][A-Za-z0-9_]*)$/;
 const RFC3339 =
   /^(\d{4})-(\d{2})-(\d{2})[Tt\s](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:[Zz]|([+-])(\d{2})(?::?(\d{2}))?)$/;
 const EXPIRES_MESSAGE = "must be an RFC 3339 date-time with a time zone, e.g. 2026-12-01T00:00:00Z";
@@ -283,9 +294,10 @@ function parseLocated(text: string, sourceSha256: string, options: LoadOptions):
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, logLevel: "error" });
   const issueAt = (offset: number, message: string): KeystoreIssue => {
     const { line, col } = lines.linePos(offset);
-    return { file: options.file, line, column: col, message };
+    return { file: options.file, line, column: col, message: withoutSecrets(message) };
   };
-  const yamlIssue = (error: YAMLError) => issueAt(error.pos[0], `YAML: ${error.message}`);
+  // yaml quotes the source in some messages (an unexpected token, an unresolved tag).
+  const yamlIssue = (error: YAMLError) => issueAt(error.pos[0], `YAML: ${scrubbed(error.message)}`);
   if (doc.errors.length > 0) throw new KeystoreError(doc.errors.map(yamlIssue));
   const data = toPlainData(doc, issueAt);
   const locator: Locator = {
@@ -325,7 +337,7 @@ function toPlainData(
   try {
     return doc.toJS();
   } catch (error) {
-    throw new KeystoreError([issueAt(0, `YAML: ${(error as Error).message}`)]);
+    throw new KeystoreError([issueAt(0, `YAML: ${scrubbed((error as Error).message)}`)]);
   }
 }
 
@@ -582,7 +594,8 @@ function placePlainFindings(
   return orderIssues(
     placed.map(({ finding }, index) => {
       const { line, column } = positions[index] ?? { line: 1, column: 1 };
-      return { file, line, column, message: `${describePath(finding.path)}: ${finding.message}` };
+      const message = withoutSecrets(`${describePath(finding.path)}: ${finding.message}`);
+      return { file, line, column, message };
     }),
   );
 }
@@ -661,13 +674,20 @@ function rangeStart(node: unknown): number | undefined {
   return range?.[0];
 }
 
-/** `["clients", 2, "tokens", 0, "sha256"]` → `clients[2].tokens[0].sha256`, as operators read it. */
+/**
+ * `["clients", 2, "tokens", 0, "sha256"]` → `clients[2].tokens[0].sha256`, as operators
+ * read it. A key that is not a field (a secret pasted as a YAML key) is cut short or
+ * redacted: the position says where it is.
+ */
 function describePath(path: readonly Segment[]): string {
   if (path.length === 0) return "keystore";
   return path
     .map((segment, index) => {
       if (typeof segment === "number") return `[${segment}]`;
-      if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(segment)) return `[${JSON.stringify(segment)}]`;
+      const shown = shortened(segment);
+      if (shown !== segment || !/^[A-Za-z_][A-Za-z0-9_-]*$/.test(segment)) {
+        return `[${quoted(segment)}]`;
+      }
       return index === 0 ? segment : `.${segment}`;
     })
     .join("");
@@ -777,6 +797,7 @@ function semanticIssues(data: unknown, options: LoadOptions, locator: Locator): 
     ...duplicateIdIssues(refs, locator),
     ...duplicateDigestIssues(refs, locator),
     ...sealedKeyIssues(data, locator),
+    ...envReferenceIssues(data, options, locator),
     ...expiryIssues(data, locator),
   ];
 }
@@ -829,7 +850,8 @@ function duplicateIdIssues(refs: readonly ClientRef[], locator: Locator): Keysto
     if (earlier === undefined) first.set(id, index);
     else {
       const line = locator.line(["clients", earlier, "id"]);
-      const message = `duplicate client id "${id}" (already used by clients[${earlier}] at line ${line}); ids must be unique`;
+      const shown = showableId(id) ? ` ${JSON.stringify(id)}` : "";
+      const message = `duplicate client id${shown} (already used by clients[${earlier}] at line ${line}); ids must be unique`;
       issues.push(locator.issue(["clients", index, "id"], message));
     }
   }
@@ -858,22 +880,54 @@ function duplicateDigestIssues(refs: readonly ClientRef[], locator: Locator): Ke
   return issues;
 }
 
+/** A client as a message names it: its id, or its place in the list when the id may be a secret. */
 function nameOf(client: ClientRef): string {
-  return client.id === undefined ? `clients[${client.index}]` : `"${client.id}"`;
+  return clientName(client.id, client.index);
 }
 
-/** Well-formedness the schema's regular expression cannot express: real base64, long enough. */
-function sealedKeyIssues(data: unknown, locator: Locator): KeystoreIssue[] {
-  const references: Array<{ path: Segment[]; value: unknown }> = [
+function clientName(id: string | undefined, index: number): string {
+  return id !== undefined && showableId(id) ? JSON.stringify(id) : `clients[${index}]`;
+}
+
+/** An id a message may print: a well-formed one (so short, with no control characters) not shaped like a secret. */
+function showableId(id: string): boolean {
+  return CLIENT_ID.test(id) && !looksSecret(id);
+}
+
+/** Every upstream key reference in the data, read leniently: the default's, then each client's. */
+function upstreamKeyReferences(data: unknown): Array<{ path: Segment[]; value: unknown }> {
+  return [
     { path: ["defaults", "upstream_key"], value: asRecord(asRecord(data)?.defaults)?.upstream_key },
     ...rawClients(data).map((client, index) => ({
       path: ["clients", index, "upstream_key"],
       value: asRecord(client)?.upstream_key,
     })),
   ];
-  return references.flatMap(({ path, value }) => {
+}
+
+/** Well-formedness the schema's regular expression cannot express: real base64, long enough. */
+function sealedKeyIssues(data: unknown, locator: Locator): KeystoreIssue[] {
+  return upstreamKeyReferences(data).flatMap(({ path, value }) => {
     const problem = typeof value === "string" ? sealedKeyProblem(value) : undefined;
     return problem === undefined ? [] : [locator.issue(path, problem)];
+  });
+}
+
+/**
+ * `env:` names that may not hold an upstream key: keygate's own settings, and names outside
+ * KEYGATE_UPSTREAM_ENV_PREFIX. An error, not a warning: the file says to send a secret
+ * it was never meant to send, for every client, internal ones included.
+ */
+function envReferenceIssues(
+  data: unknown,
+  options: LoadOptions,
+  locator: Locator,
+): KeystoreIssue[] {
+  return upstreamKeyReferences(data).flatMap(({ path, value }) => {
+    const name = typeof value === "string" ? ENV_REFERENCE.exec(value)?.[1] : undefined;
+    if (name === undefined) return [];
+    const problem = envNameProblem(name, options.upstreamEnvPrefix ?? null);
+    return problem === undefined ? [] : [locator.issue(path, `env:${shortened(name)} ${problem}`)];
   });
 }
 
@@ -966,7 +1020,7 @@ function upstreamKeyFindings(keystore: Keystore, options: LoadOptions): Finding[
     const path: Segment[] = own ? ["clients", index, "upstream_key"] : ["defaults", "upstream_key"];
     const key = `${JSON.stringify(path)}\n${problem}`;
     const entry = grouped.get(key) ?? { path, problem, clients: [] };
-    entry.clients.push(`"${client.id}"`);
+    entry.clients.push(clientName(client.id, index));
     grouped.set(key, entry);
   });
   return [...grouped.values()].map(({ path, problem, clients }) => ({
@@ -1020,32 +1074,35 @@ function referenceProblem(
   binding: string,
   options: LoadOptions,
 ): string | undefined {
-  if (reference.startsWith("env:")) return envProblem(reference.slice("env:".length), options.env);
+  if (reference.startsWith("env:")) return envProblem(reference.slice("env:".length), options);
   const result = decryptSecret(reference, binding, options.masterKeys);
   if (result.ok) {
-    return isUsableKey(result.value)
-      ? undefined
-      : "decrypts to an empty value or one with a line break";
+    const problem = upstreamKeyValueProblem(result.value);
+    return problem === undefined ? undefined : `decrypts to a key that ${problem}`;
   }
+  const kid = quoted(result.kid ?? "");
   if (result.why === "unknown_kid") {
-    return `master key "${result.kid}" is not loaded (KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE)`;
+    return `master key ${kid} is not loaded (KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE)`;
   }
   if (result.why === "auth_failed" && binding === DEFAULTS_AAD) {
-    return `does not decrypt with master key "${result.kid}" as the shared default (a different key with that kid, or not sealed with --defaults)`;
+    return `does not decrypt with master key ${kid} as the shared default (a different key with that kid, or not sealed with --defaults)`;
   }
   if (result.why === "auth_failed") {
-    return `does not decrypt with master key "${result.kid}" for client id "${binding}" (a different key with that kid, or encrypted for another client id)`;
+    const client = showableId(binding)
+      ? `client id ${JSON.stringify(binding)}`
+      : "this client's id";
+    return `does not decrypt with master key ${kid} for ${client} (a different key with that kid, or encrypted for another client id)`;
   }
   return "is malformed";
 }
 
-function envProblem(name: string, env: LoadOptions["env"]): string | undefined {
-  const value = env[name];
-  if (value === undefined) return `environment variable ${name} is not set`;
-  if (!isUsableKey(value)) return `environment variable ${name} is empty or contains a line break`;
-  return undefined;
-}
-
-function isUsableKey(value: string): boolean {
-  return value.trim() !== "" && !UNSAFE_KEY_VALUE.test(value);
+/** The loader's reading of `env:<name>`; the names themselves were checked with the file. */
+function envProblem(name: string, options: LoadOptions): string | undefined {
+  const variable = `environment variable ${shortened(name)}`;
+  const refused = envNameProblem(name, options.upstreamEnvPrefix ?? null);
+  if (refused !== undefined) return `${variable} ${refused}`;
+  const value = options.env[name];
+  if (value === undefined) return `${variable} is not set`;
+  const problem = upstreamKeyValueProblem(value);
+  return problem === undefined ? undefined : `${variable} ${problem}`;
 }

@@ -17,6 +17,8 @@ export interface SyncRequest {
   readonly masterKeys: MasterKeys;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly requireClients: boolean;
+  /** KEYGATE_UPSTREAM_ENV_PREFIX: `env:` names without it make the file invalid. */
+  readonly upstreamEnvPrefix: string | null;
   /** Hash of the bytes last seen (valid or not); the same bytes are not decided twice. */
   readonly lastSeenSha256: string | null;
 }
@@ -82,6 +84,7 @@ export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now
         masterKeys: request.masterKeys,
         env: request.env,
         requireClients: request.requireClients,
+        upstreamEnvPrefix: request.upstreamEnvPrefix,
       },
       sourceSha256,
     );

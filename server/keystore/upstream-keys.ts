@@ -1,24 +1,28 @@
 /**
  * Resolves upstream key references (`enc:v1:…`, `env:VAR`) to the key sent upstream.
  * Results are memoised per client and reference so a Check decrypts at most once per
- * generation; the memo is cleared whenever a new generation is applied.
+ * generation; the memo is cleared whenever a new generation is applied. The loader has
+ * refused what it can see in the file; the same rules are applied again here, where the
+ * key is about to leave, so a key that could not be checked at load (an environment
+ * variable, a master key loaded since) is still never sent malformed or from KEYGATE_*.
  */
 
 import type { UpstreamKey } from "../auth/decide.js";
 import { decryptSecret, type MasterKeys } from "../crypto/aes-gcm.js";
+import { envNameProblem, upstreamKeyValueProblem } from "./upstream-key-rules.js";
 
 const UNAVAILABLE: UpstreamKey = { kind: "unavailable" };
 const NONE: UpstreamKey = { kind: "none" };
-/** A header value may not carry CR, LF or NUL; such a key would be rejected by Envoy anyway. */
-const UNSAFE_HEADER_VALUE = /[\r\n\0]/;
 
 export class UpstreamKeyResolver {
   /** binding → reference → key; nested so a hit hashes the two (cached) strings, not a fresh concatenation. */
   private readonly memo = new Map<string, Map<string, UpstreamKey>>();
 
+  /** @param upstreamEnvPrefix KEYGATE_UPSTREAM_ENV_PREFIX: `env:` names without it are unavailable. */
   constructor(
     private readonly masterKeys: MasterKeys,
     private readonly env: Readonly<Record<string, string | undefined>>,
+    private readonly upstreamEnvPrefix: string | null = null,
   ) {}
 
   /**
@@ -47,13 +51,14 @@ export class UpstreamKeyResolver {
 
   private resolveUncached(reference: string, binding: string): UpstreamKey {
     let value: string | undefined;
-    if (reference.startsWith("env:")) value = this.env[reference.slice("env:".length)];
-    else if (reference.startsWith("enc:")) {
+    if (reference.startsWith("env:")) {
+      const name = reference.slice("env:".length);
+      if (envNameProblem(name, this.upstreamEnvPrefix) === undefined) value = this.env[name];
+    } else if (reference.startsWith("enc:")) {
       const decrypted = decryptSecret(reference, binding, this.masterKeys);
       value = decrypted.ok ? decrypted.value : undefined;
     }
-    if (value === undefined || value.trim() === "" || UNSAFE_HEADER_VALUE.test(value))
-      return UNAVAILABLE;
-    return { kind: "value", value: value.trim() };
+    if (value === undefined || upstreamKeyValueProblem(value) !== undefined) return UNAVAILABLE;
+    return { kind: "value", value };
   }
 }

@@ -419,7 +419,7 @@ const WARNING_CASES: readonly WarningCase[] = [
     text: ONE_CLIENT("env:LIGHTNING_KEY"),
     env: { LIGHTNING_KEY: "  " },
     warning:
-      "keystore.yaml:6:19: clients[0].upstream_key: environment variable LIGHTNING_KEY is empty or contains a line break",
+      'keystore.yaml:6:19: clients[0].upstream_key: environment variable LIGHTNING_KEY is empty; client "lightning-prod" will answer 503 KEY_UNAVAILABLE',
   },
   {
     name: "default reference names every client that falls back to it",
