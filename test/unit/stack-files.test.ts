@@ -240,6 +240,18 @@ test("keygate's gRPC port is published nowhere, not even in the Dockerfile's usa
   t.notRegex(read("docker-compose.yml"), new RegExp(`"?(\\S+:)?${grpcPort}:${grpcPort}"?`));
 });
 
+test("only Envoy shares a network with keygate; Envoy reaches both of its clusters", (t) => {
+  const networksOf = (name: string): string[] =>
+    asArray(service(name).networks ?? ["default"], `${name}.networks`).map(String);
+  const keygateNetworks = networksOf("keygate");
+  for (const name of Object.keys(services)) {
+    if (name === "keygate") continue;
+    const shared = networksOf(name).filter((n) => keygateNetworks.includes(n));
+    t.is(shared.length > 0, name === "envoy", `${name} on a network with keygate`);
+  }
+  t.true(networksOf("apollo").some((n) => networksOf("envoy").includes(n)));
+});
+
 test("the commented TLS set-up names the paths its commented mounts provide", (t) => {
   const composeText = read("docker-compose.yml");
   const keygateTls = /#\s*target: (\/etc\/keygate-tls)\s*$/m.exec(composeText)?.[1];
