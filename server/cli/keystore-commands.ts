@@ -72,7 +72,7 @@ export async function keystoreCommand(
   const command = sub === undefined ? undefined : COMMANDS[sub];
   if (command === undefined) {
     throw new UsageError(
-      sub === undefined ? "keystore needs a subcommand" : `unknown keystore command "${sub}"`,
+      sub === undefined ? "keystore needs a subcommand" : `unknown keystore command ${quoted(sub)}`,
     );
   }
   return command(rest, env);

@@ -8,6 +8,7 @@ import { ConfigError, loadConfig } from "../config.js";
 import { generateMasterKey } from "../crypto/aes-gcm.js";
 import { hashToken } from "../crypto/token-hash.js";
 import { DEFAULTS_AAD, KeystoreEditError } from "../keystore/keystore-editor.js";
+import { quoted } from "../keystore/shown-text.js";
 import { DetailedError, out, parseCommand, stringValue, UsageError } from "./args.js";
 import { keystoreCommand } from "./keystore-commands.js";
 import { readSecretFromStdin } from "./read-stdin.js";
@@ -62,7 +63,7 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Prom
         return 0;
       default:
         throw new UsageError(
-          command === undefined ? "no command given" : `unknown command "${command}"`,
+          command === undefined ? "no command given" : `unknown command ${quoted(command)}`,
         );
     }
   } catch (error) {

@@ -4,6 +4,8 @@
  * keystore.yaml. Pure: `now` is passed in.
  */
 
+import { quoted } from "../keystore/shown-text.js";
+
 const UNIT_MS: Readonly<Record<string, number>> = {
   s: 1000,
   m: 60_000,
@@ -23,7 +25,8 @@ const DURATION_HELP = "a duration such as 0, 90s, 30m, 24h, 7d, 2w or 1h30m";
  */
 export function parseDuration(flag: string, text: string): number {
   if (text === "0") return 0;
-  if (!DURATION.test(text)) throw new Error(`--${flag} must be ${DURATION_HELP} (got "${text}")`);
+  if (!DURATION.test(text))
+    throw new Error(`--${flag} must be ${DURATION_HELP} (got ${quoted(text)})`);
   let total = 0;
   for (const [, amount, unit] of text.matchAll(DURATION_PART)) {
     total += Number(amount) * (UNIT_MS[unit ?? ""] ?? 0);

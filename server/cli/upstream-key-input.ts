@@ -4,6 +4,7 @@
  * process's memory.
  */
 import { encryptSecret, type MasterKeys } from "../crypto/aes-gcm.js";
+import { quoted } from "../keystore/shown-text.js";
 import { upstreamKeyValueProblem } from "../keystore/upstream-key-rules.js";
 import { readSecretFromStdin } from "./read-stdin.js";
 
@@ -21,7 +22,7 @@ export function sealingKey(keys: MasterKeys, kid?: string): { kid: string; key: 
   const key = keys.get(chosen);
   if (key === undefined) {
     throw new Error(
-      `master key "${chosen}" is not loaded (loaded: ${[...keys.keys()].join(", ") || "none"})`,
+      `master key ${quoted(chosen)} is not loaded (loaded: ${[...keys.keys()].join(", ") || "none"})`,
     );
   }
   return { kid: chosen, key };

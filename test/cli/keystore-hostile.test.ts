@@ -187,6 +187,25 @@ const ECHO_CASES: ReadonlyArray<
     /needs an environment variable name \(got <redacted>\)/,
   ],
   ["a token as an unknown flag", ["keystore", "list", `--${KEYGATE_TOKEN}`], 2, /Unknown option/],
+  ["a provider key as the command", [PROVIDER_KEY], 2, /unknown command <redacted>/],
+  [
+    "a token as the keystore command",
+    ["keystore", KEYGATE_TOKEN],
+    2,
+    /unknown keystore command <redacted>/,
+  ],
+  [
+    "a provider key as --kid",
+    ["encrypt", "--client", "alpha", "--kid", PROVIDER_KEY],
+    1,
+    /master key <redacted> is not loaded/,
+  ],
+  [
+    "a provider key as --grace",
+    ["keystore", "rotate", "alpha", "--grace", PROVIDER_KEY],
+    1,
+    /--grace must be .* \(got <redacted>\)/,
+  ],
   [
     "a long argument is cut short",
     ["keystore", "add", "x".repeat(80)],
