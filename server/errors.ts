@@ -21,7 +21,7 @@ export const DENIAL_TYPES = {
     httpStatus: 400,
     grpcCode: GrpcStatus.PERMISSION_DENIED,
     message: "The request could not be authorized because it is malformed.",
-    when: "two different credentials in one request, or a JSON body that cannot be parsed where it must be read",
+    when: "two different credentials in one request, a JSON body that cannot be parsed where it must be read, or a keygate token or api_key where keygate cannot read it on a route that would pass it on",
   },
   UNAUTHORIZED: {
     httpStatus: 401,
@@ -80,6 +80,7 @@ export const DENIAL_REASONS = {
   conflicting_credentials: "BAD_REQUEST",
   invalid_json_body: "BAD_REQUEST",
   invalid_api_key_field: "BAD_REQUEST",
+  credential_unreadable: "BAD_REQUEST",
   body_truncated: "PAYLOAD_TOO_LARGE",
   too_many_failures: "RATE_LIMITED",
   key_unavailable: "KEY_UNAVAILABLE",

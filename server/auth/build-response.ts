@@ -48,6 +48,7 @@ const HEADER_OF: Record<CredentialLocation, string | null> = {
   body: null,
   bearer: "authorization",
   basic: "authorization",
+  authorization: "authorization",
   "x-api-key": "x-api-key",
 };
 
@@ -90,7 +91,10 @@ function buildAllow(
   if (decision.clientId !== null)
     headers.push(setHeader(options.clientIdHeader, decision.clientId));
   else remove.add(options.clientIdHeader);
+  // The upstream header is keygate's alone: set by it, a provider key the caller brought in it, or removed.
   if (decision.upstreamKey !== null) remove.delete(options.upstreamHeader);
+  else if (!decision.forward.some((location) => HEADER_OF[location] === options.upstreamHeader))
+    remove.add(options.upstreamHeader);
   return {
     status: { code: 0 },
     ok_response: { headers, headers_to_remove: [...remove] },

@@ -4,9 +4,11 @@
  * that is not the success path denies; dry-run turns a denial into an unchanged pass
  * that still carries the reason.
  */
+import { isProviderKey } from "../crypto/secret-shapes.js";
 import type { DenialReason } from "../errors.js";
 import type { TokenMatch } from "../keystore/types.js";
-import type { BodyView, CredentialLocation, Extraction } from "./extract-credential.js";
+import type { BodyView, CredentialLocation, Extraction, Presented } from "./extract-credential.js";
+import { modelAllowed } from "./model-glob.js";
 import type { Policy } from "./policy.js";
 
 /** A client's upstream key as resolved for this request. */
@@ -50,17 +52,22 @@ export type Decision =
       readonly clientId: string | null;
       /** The key to put in the upstream header; null leaves it (byo/anonymous) or strips the credential (known/internal). */
       readonly upstreamKey: string | null;
-      /** Credential headers that carried the keygate token and must not reach the upstream. */
+      /** Credential headers that must not reach the upstream (keygate tokens, anything not a provider key). */
       readonly strip: readonly CredentialLocation[];
+      /** Credential headers passed on unchanged: a provider key the caller brought. */
+      readonly forward: readonly CredentialLocation[];
       /** In dry-run, the denial enforce would have sent. */
       readonly wouldDeny: DenialReason | null;
     }
   | { readonly outcome: "deny"; readonly reason: DenialReason; readonly clientId: string | null };
 
-/** Unknown tokens shaped like a provider key may pass in recognize mode (bring your own key). */
-const PROVIDER_KEY_PATTERN = /^sk-ant-/;
-
-const PASS_UNCHANGED = { clientId: null, upstreamKey: null, strip: [], wouldDeny: null } as const;
+const PASS_UNCHANGED = {
+  clientId: null,
+  upstreamKey: null,
+  strip: [],
+  forward: [],
+  wouldDeny: null,
+} as const;
 
 function deny(reason: DenialReason, clientId: string | null = null): Decision {
   return { outcome: "deny", reason, clientId };
@@ -79,19 +86,11 @@ function routeAllowed(path: string, routes: readonly string[] | null): boolean {
   );
 }
 
-const globCache = new Map<string, RegExp>();
-
-function globToRegExp(glob: string): RegExp {
-  let compiled = globCache.get(glob);
-  if (compiled === undefined) {
-    const source = glob
-      .split("*")
-      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&"))
-      .join(".*");
-    compiled = new RegExp(`^${source}$`);
-    globCache.set(glob, compiled);
-  }
-  return compiled;
+/** Every header that presented a credential: an authenticated request forwards none of them. */
+function credentialHeaders(presented: readonly Presented[]): CredentialLocation[] {
+  const headers: CredentialLocation[] = [];
+  for (const found of presented) if (found.location !== "body") headers.push(found.location);
+  return headers;
 }
 
 type ModelCheck = "allowed" | "forbidden" | "unreadable" | "truncated";
@@ -101,19 +100,12 @@ function checkModel(body: BodyView, models: readonly string[] | null): ModelChec
   if (models === null || body.kind === "absent") return "allowed";
   if (body.kind === "truncated") return "truncated";
   if (body.kind === "invalid-json") return "unreadable";
-  if (body.kind !== "json" || typeof body.value !== "object" || body.value === null)
-    return "forbidden";
-  const model = (body.value as Record<string, unknown>).model;
-  if (typeof model !== "string") return "forbidden";
-  return models.some((glob) => globToRegExp(glob).test(model)) ? "allowed" : "forbidden";
+  if (body.kind !== "object" || body.model.kind !== "string") return "forbidden";
+  return modelAllowed(models, body.model.value) ? "allowed" : "forbidden";
 }
 
 /** The enforce decision for a token found in the keystore. */
-function decideKnown(
-  input: DecisionInput,
-  lookup: Extract<Lookup, { kind: "found" }>,
-  strip: readonly CredentialLocation[],
-): Decision {
+function decideKnown(input: DecisionInput, lookup: Extract<Lookup, { kind: "found" }>): Decision {
   const { match, upstreamKey } = lookup;
   const id = match.clientId;
   if (match.disabled) return deny("client_disabled", id);
@@ -130,12 +122,14 @@ function decideKnown(
     case "allowed":
       break;
   }
+  const strip = credentialHeaders(input.extraction.presented);
   // Literals rather than spreads of a shared base: this runs on every allowed Check.
   if (match.kind === "internal")
     return {
       outcome: "allow",
       clientId: id,
       strip,
+      forward: [],
       wouldDeny: null,
       authMode: "internal",
       upstreamKey: null,
@@ -145,6 +139,7 @@ function decideKnown(
     outcome: "allow",
     clientId: id,
     strip,
+    forward: [],
     wouldDeny: null,
     authMode: "known",
     upstreamKey: upstreamKey.kind === "value" ? upstreamKey.value : null,
@@ -162,10 +157,10 @@ function decideStrict(input: DecisionInput, recognize: boolean): Decision {
   }
   switch (lookup.kind) {
     case "found":
-      return decideKnown(input, lookup, extraction.locations);
+      return decideKnown(input, lookup);
     case "unknown":
       // A client credential must never reach the provider; only provider-shaped keys may pass.
-      return recognize && PROVIDER_KEY_PATTERN.test(extraction.token)
+      return recognize && isProviderKey(extraction.token)
         ? pass("byo")
         : deny("credential_unknown");
     case "throttled":
@@ -177,24 +172,45 @@ function decideStrict(input: DecisionInput, recognize: boolean): Decision {
   }
 }
 
+/**
+ * The last phase for a request that passes without an authenticated client (anonymous,
+ * bring your own key, dry-run, off): Apollo then reads the caller's own credential, so
+ * nothing but a provider key may be left where it reads one. Headers holding anything
+ * else are removed; a body, which ext_authz cannot rewrite, is refused.
+ */
+function guardPass(decision: Decision, extraction: Extraction): Decision {
+  if (decision.outcome !== "allow" || decision.clientId !== null) return decision;
+  const { body } = extraction;
+  if ("mentionsCredential" in body && body.mentionsCredential) return deny("credential_unreadable");
+  const strip: CredentialLocation[] = [];
+  const forward: CredentialLocation[] = [];
+  for (const found of extraction.presented) {
+    const provider = found.token !== null && isProviderKey(found.token);
+    if (found.location === "body") {
+      if (!provider) return deny(decision.wouldDeny ?? "credential_unknown");
+    } else (provider ? forward : strip).push(found.location);
+  }
+  if (strip.length === 0 && forward.length === 0) return decision;
+  return { ...decision, strip, forward };
+}
+
+/** Dry-run: enforce's allow as it is; what enforce would deny passes, with the reason kept. */
+function dryRun(input: DecisionInput): Decision {
+  const enforced = decideStrict(input, false);
+  if (enforced.outcome === "allow") return enforced;
+  return { outcome: "allow", authMode: "anonymous", ...PASS_UNCHANGED, wouldDeny: enforced.reason };
+}
+
 /** Decides one request. Never throws; every path that is not an explicit allow denies. */
 export function decide(input: DecisionInput): Decision {
   switch (input.policy.mode) {
     case "off":
-      return pass("anonymous");
+      return guardPass(pass("anonymous"), input.extraction);
     case "recognize":
-      return decideStrict(input, true);
+      return guardPass(decideStrict(input, true), input.extraction);
     case "enforce":
       return decideStrict(input, false);
-    case "dry-run": {
-      const enforced = decideStrict(input, false);
-      if (enforced.outcome === "allow") return enforced;
-      return {
-        outcome: "allow",
-        authMode: "anonymous",
-        ...PASS_UNCHANGED,
-        wouldDeny: enforced.reason,
-      };
-    }
+    case "dry-run":
+      return guardPass(dryRun(input), input.extraction);
   }
 }

@@ -1,31 +1,57 @@
 /**
  * Credential extraction: finds the caller's token in the JSON body's `api_key`,
- * `Authorization: Bearer`, `x-api-key` and `Authorization: Basic` (the password is the
- * token). Pure: attributes in, a discriminated result out, never an exception.
+ * `Authorization: Bearer`, `x-api-key`, `Authorization: Basic` (the password is the
+ * token) and any other `Authorization` value carrying a keygate token. Every place is
+ * probed whatever the route's credential source, so that a later phase can keep a
+ * credential the route ignores from reaching the upstream. Pure: attributes in, a
+ * discriminated result out, never an exception.
  */
+
+import { KEYGATE_TOKEN_MARK } from "../crypto/secret-shapes.js";
 import type { CheckAttributes } from "./check-attributes.js";
+import {
+  mentionsCredential,
+  scanJson,
+  type TopLevelField,
+  utf8JsonBytes,
+} from "./read-json-body.js";
 
 /** Where a route lets keygate look for the credential (context_extensions.keygate_credential). */
 export type CredentialSource = "any" | "body" | "header";
 
-export type CredentialLocation = "body" | "bearer" | "basic" | "x-api-key";
+export type CredentialLocation = "body" | "bearer" | "basic" | "authorization" | "x-api-key";
 
-/** What the JSON body looked like, read once for both the credential and the model check. */
+/** What the body looked like, read once for the credential, the model check and the leak guard. */
 export type BodyView =
   | { readonly kind: "absent" }
-  | { readonly kind: "not-json" }
-  | { readonly kind: "invalid-json" }
-  | { readonly kind: "truncated" }
-  | { readonly kind: "json"; readonly value: unknown };
+  /** A JSON object, with the only two fields keygate reads. */
+  | { readonly kind: "object"; readonly apiKey: TopLevelField; readonly model: TopLevelField }
+  /**
+   * Nothing keygate can read fields from: a malformed JSON object, a body Envoy cut, or
+   * anything that is not a JSON object at all (an array, form data, text, binary).
+   */
+  | {
+      readonly kind: "invalid-json" | "truncated" | "other";
+      /** Whether it holds something an upstream might take for a credential (kg_, api_key). */
+      readonly mentionsCredential: boolean;
+    };
 
-export type Extraction =
-  | { readonly kind: "none"; readonly body: BodyView }
+/** A credential as presented in one place: a token, or something there that is not usable. */
+export type Presented =
+  | { readonly location: CredentialLocation; readonly token: string }
+  | {
+      readonly location: CredentialLocation;
+      readonly token: null;
+      readonly problem: "credential_malformed" | "invalid_api_key_field";
+    };
+
+type ExtractionResult =
+  | { readonly kind: "none" }
   | {
       readonly kind: "token";
       readonly token: string;
-      /** Every place the token was found (the same token in two places is fine). */
+      /** Every place the route's source found the token (the same token in two places is fine). */
       readonly locations: readonly CredentialLocation[];
-      readonly body: BodyView;
     }
   | {
       readonly kind: "invalid";
@@ -34,75 +60,111 @@ export type Extraction =
         | "conflicting_credentials"
         | "invalid_json_body"
         | "invalid_api_key_field";
-      readonly body: BodyView;
     };
 
-const JSON_CONTENT_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
-const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+export type Extraction = ExtractionResult & {
+  readonly body: BodyView;
+  /** Every credential in the request, in any place, whether or not the route reads it. */
+  readonly presented: readonly Presented[];
+};
 
-/** Parses the body as JSON when it is declared JSON, or undeclared and looks like JSON. */
+const ABSENT_BODY: BodyView = { kind: "absent" };
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+/** A token is one word: a comma is two headers joined by Envoy, whitespace is two values. */
+const NOT_ONE_TOKEN = /[\s,]/;
+
+/**
+ * Reads the body as the upstream would parse it, whatever its declared content-type:
+ * the upstream parses JSON regardless, so keygate must see what it will see.
+ */
 export function viewBody(attributes: CheckAttributes): BodyView {
   const { body } = attributes;
-  if (body === undefined || body.length === 0) return { kind: "absent" };
-  const contentType = attributes.headers.get("content-type");
-  const declaredJson = contentType !== undefined && JSON_CONTENT_TYPE.test(contentType);
-  const text = body.toString("utf8");
-  if (!declaredJson && (contentType !== undefined || !text.trimStart().startsWith("{"))) {
-    return { kind: "not-json" };
-  }
-  try {
-    return { kind: "json", value: JSON.parse(text) as unknown };
-  } catch {
-    // A cut body cannot parse; that is a size problem, not a malformed request.
-    return attributes.bodyTruncated ? { kind: "truncated" } : { kind: "invalid-json" };
-  }
+  if (body === undefined || body.length === 0) return ABSENT_BODY;
+  const bytes = utf8JsonBytes(body);
+  const scan = bytes === undefined ? undefined : scanJson(bytes);
+  if (scan?.kind === "object") return { kind: "object", apiKey: scan.apiKey, model: scan.model };
+  const mentions = mentionsCredential(body);
+  // A cut body cannot parse; that is a size problem, not a malformed request.
+  if (attributes.bodyTruncated) return { kind: "truncated", mentionsCredential: mentions };
+  return {
+    kind: scan?.kind === "invalid" ? "invalid-json" : "other",
+    mentionsCredential: mentions,
+  };
 }
 
-type Found = { readonly location: CredentialLocation; readonly token: string };
-type Probe = Found | "absent" | "malformed" | "bad-field";
+function presentToken(location: CredentialLocation, raw: string): Presented | undefined {
+  const token = raw.trim();
+  if (token === "") return undefined;
+  return NOT_ONE_TOKEN.test(token)
+    ? { location, token: null, problem: "credential_malformed" }
+    : { location, token };
+}
 
-function probeBody(body: BodyView): Probe {
-  if (
-    body.kind !== "json" ||
-    typeof body.value !== "object" ||
-    body.value === null ||
-    Array.isArray(body.value)
-  ) {
-    return "absent";
-  }
-  const apiKey = (body.value as Record<string, unknown>).api_key;
-  if (apiKey === undefined || apiKey === null) return "absent";
-  if (typeof apiKey !== "string") return "bad-field";
-  const token = apiKey.trim();
-  return token === "" ? "absent" : { location: "body", token };
+function malformed(location: CredentialLocation): Presented {
+  return { location, token: null, problem: "credential_malformed" };
+}
+
+function probeBody(body: BodyView): Presented | undefined {
+  if (body.kind !== "object") return undefined;
+  const { apiKey } = body;
+  if (apiKey.kind === "string") return presentToken("body", apiKey.value);
+  if (apiKey.kind === "other")
+    return { location: "body", token: null, problem: "invalid_api_key_field" };
+  return undefined;
 }
 
 function decodeBasicPassword(encoded: string): string | undefined {
   if (!BASE64.test(encoded) || encoded.length % 4 === 1) return undefined;
   const decoded = Buffer.from(encoded, "base64").toString("utf8");
   const colon = decoded.indexOf(":");
-  if (colon === -1) return undefined;
-  const password = decoded.slice(colon + 1).trim();
-  return password === "" ? undefined : password;
+  return colon === -1 ? undefined : decoded.slice(colon + 1);
 }
 
-function probeAuthorization(value: string | undefined): Probe {
-  if (value === undefined || value.trim() === "") return "absent";
+function probeAuthorization(value: string | undefined): Presented | undefined {
+  if (value === undefined || value.trim() === "") return undefined;
   const match = /^\s*(\S+)(?:\s+(.*))?$/s.exec(value);
-  const scheme = match?.[1]?.toLowerCase();
+  const word = match?.[1] ?? "";
   const rest = match?.[2]?.trim() ?? "";
-  if (scheme === "bearer") return rest === "" ? "malformed" : { location: "bearer", token: rest };
+  const scheme = word.toLowerCase();
+  if (scheme === "bearer") return rest === "" ? malformed("bearer") : presentToken("bearer", rest);
   if (scheme === "basic") {
     const password = decodeBasicPassword(rest);
-    return password === undefined ? "malformed" : { location: "basic", token: password };
+    return password === undefined
+      ? malformed("basic")
+      : (presentToken("basic", password) ?? malformed("basic"));
   }
-  // Another scheme (Digest, AWS4-HMAC…) is not keygate's credential.
-  return "absent";
+  // Any other scheme (Token, a bare value…) is keygate's when it carries a keygate token.
+  if (value.includes(KEYGATE_TOKEN_MARK))
+    return presentToken("authorization", rest === "" ? word : rest);
+  return undefined;
 }
 
-function probeApiKeyHeader(value: string | undefined): Probe {
-  const token = value?.trim() ?? "";
-  return token === "" ? "absent" : { location: "x-api-key", token };
+function readsFrom(source: CredentialSource, location: CredentialLocation): boolean {
+  if (source === "any") return true;
+  return (location === "body") === (source === "body");
+}
+
+function resultOf(
+  usable: readonly Presented[],
+  body: BodyView,
+  source: CredentialSource,
+): ExtractionResult {
+  if (source !== "header" && body.kind === "invalid-json")
+    return { kind: "invalid", reason: "invalid_json_body" };
+  let problem: "credential_malformed" | "invalid_api_key_field" | undefined;
+  for (const presented of usable) {
+    if (presented.token === null && problem !== "credential_malformed") problem = presented.problem;
+  }
+  if (problem !== undefined) return { kind: "invalid", reason: problem };
+  let first: string | undefined;
+  const locations: CredentialLocation[] = [];
+  for (const presented of usable) {
+    const token = presented.token as string;
+    if (first === undefined) first = token;
+    else if (token !== first) return { kind: "invalid", reason: "conflicting_credentials" };
+    locations.push(presented.location);
+  }
+  return first === undefined ? { kind: "none" } : { kind: "token", token: first, locations };
 }
 
 /** Finds the credential a route allows, or says precisely why there is none usable. */
@@ -111,29 +173,14 @@ export function extractCredential(
   source: CredentialSource,
 ): Extraction {
   const body = viewBody(attributes);
-  const probes: Probe[] = [];
-  if (source !== "header") {
-    if (body.kind === "invalid-json") return { kind: "invalid", reason: "invalid_json_body", body };
-    probes.push(probeBody(body));
+  const presented: Presented[] = [];
+  for (const found of [
+    probeBody(body),
+    probeAuthorization(attributes.headers.get("authorization")),
+    presentToken("x-api-key", attributes.headers.get("x-api-key") ?? ""),
+  ]) {
+    if (found !== undefined) presented.push(found);
   }
-  if (source !== "body") {
-    probes.push(probeAuthorization(attributes.headers.get("authorization")));
-    probes.push(probeApiKeyHeader(attributes.headers.get("x-api-key")));
-  }
-  if (probes.includes("malformed"))
-    return { kind: "invalid", reason: "credential_malformed", body };
-  if (probes.includes("bad-field"))
-    return { kind: "invalid", reason: "invalid_api_key_field", body };
-  // One pass, no intermediate arrays: this runs on every Check.
-  let first: Found | undefined;
-  const locations: CredentialLocation[] = [];
-  for (const probe of probes) {
-    if (typeof probe !== "object") continue;
-    if (first === undefined) first = probe;
-    else if (probe.token !== first.token)
-      return { kind: "invalid", reason: "conflicting_credentials", body };
-    locations.push(probe.location);
-  }
-  if (first === undefined) return { kind: "none", body };
-  return { kind: "token", token: first.token, locations, body };
+  const usable = presented.filter((found) => readsFrom(source, found.location));
+  return { ...resultOf(usable, body, source), body, presented };
 }

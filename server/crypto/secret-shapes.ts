@@ -13,9 +13,9 @@ export const KEYGATE_TOKEN_MARK = "kg_";
 /** Anything that may be a secret: a keygate token or an `sk-` provider key somewhere in the text. */
 const SECRET_SHAPED = /kg_|sk-/i;
 
-/** Whether a token is a provider key a client may bring on a recognize route. */
+/** Whether a token is a provider key a client may bring on a recognize route (never one holding a keygate token). */
 export function isProviderKey(token: string): boolean {
-  return PROVIDER_KEY_SHAPE.test(token);
+  return PROVIDER_KEY_SHAPE.test(token) && !token.includes(KEYGATE_TOKEN_MARK);
 }
 
 /** Whether text may hold a secret and must not be echoed in a message or log. */

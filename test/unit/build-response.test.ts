@@ -20,6 +20,7 @@ function allow(partial: Partial<Extract<Decision, { outcome: "allow" }>>): Decis
     clientId: "c1",
     upstreamKey: "sk-up",
     strip: [],
+    forward: [],
     wouldDeny: null,
     ...partial,
   };
@@ -57,16 +58,36 @@ test("no upstream key: the credential headers are removed so the upstream uses i
   t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["authorization", "x-api-key"]);
 });
 
-test("anonymous and byo passes remove a client-supplied client id header", (t) => {
+test("anonymous and byo passes remove a client-supplied client id and upstream header", (t) => {
   for (const authMode of ["anonymous", "byo"] as const) {
     const response = buildResponse(
       allow({ authMode, clientId: null, upstreamKey: null }),
-      OPTIONS,
+      { ...OPTIONS, upstreamHeader: "x-provider-key" },
       CONTEXT,
     );
     t.deepEqual(headersOf(response), {});
-    t.deepEqual(response.ok_response?.headers_to_remove, ["x-client-id"]);
+    t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["x-client-id", "x-provider-key"]);
   }
+});
+
+test("a provider key the caller brought in the upstream header is forwarded, not removed", (t) => {
+  const response = buildResponse(
+    allow({ authMode: "byo", clientId: null, upstreamKey: null, forward: ["x-api-key"] }),
+    OPTIONS,
+    CONTEXT,
+  );
+  t.deepEqual(headersOf(response), {});
+  t.deepEqual(response.ok_response?.headers_to_remove, ["x-client-id"]);
+});
+
+test("an internal client's request reaches the upstream without the upstream header", (t) => {
+  const response = buildResponse(
+    allow({ authMode: "internal", upstreamKey: null, strip: ["bearer"] }),
+    { ...OPTIONS, upstreamHeader: "x-provider-key" },
+    CONTEXT,
+  );
+  t.deepEqual(headersOf(response), { "x-client-id": "c1" });
+  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["authorization", "x-provider-key"]);
 });
 
 test("configured header names are used", (t) => {

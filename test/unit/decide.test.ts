@@ -12,11 +12,27 @@ import {
 import type { BodyView, Extraction } from "../../server/auth/extract-credential.js";
 import { resolvePolicy } from "../../server/auth/policy.js";
 import type { Mode } from "../../server/config.js";
+import { isProviderKey } from "../../server/crypto/secret-shapes.js";
 import type { TokenMatch } from "../../server/keystore/types.js";
 
 const NOW = Date.parse("2026-11-23T12:00:00Z");
 const DIGEST = "a".repeat(64);
-const JSON_BODY: BodyView = { kind: "json", value: { model: "claude-sonnet-4", messages: [] } };
+/** A JSON object body as the scanner reports it: only `model` and `api_key` are kept. */
+function jsonBody(model?: string | "not-a-string"): BodyView {
+  return {
+    kind: "object",
+    apiKey: { kind: "absent" },
+    model:
+      model === undefined
+        ? { kind: "absent" }
+        : model === "not-a-string"
+          ? { kind: "other" }
+          : { kind: "string", value: model },
+  };
+}
+const JSON_BODY = jsonBody("claude-sonnet-4");
+const UNREADABLE = { kind: "invalid-json", mentionsCredential: false } as const;
+const TRUNCATED = { kind: "truncated", mentionsCredential: false } as const;
 
 const client: TokenMatch = {
   generation: 1,
@@ -31,7 +47,13 @@ const client: TokenMatch = {
 };
 
 function token(value = "kg_token", body: BodyView = JSON_BODY): Extraction {
-  return { kind: "token", token: value, locations: ["bearer"], body };
+  return {
+    kind: "token",
+    token: value,
+    locations: ["bearer"],
+    body,
+    presented: [{ location: "bearer", token: value }],
+  };
 }
 function found(
   match: Partial<TokenMatch> = {},
@@ -57,7 +79,7 @@ interface Row {
 const rows: Row[] = [
   {
     name: "no credential",
-    input: { extraction: { kind: "none", body: JSON_BODY } },
+    input: { extraction: { kind: "none", body: JSON_BODY, presented: [] } },
     expect: { enforce: "deny:credential_missing", recognize: "allow:anonymous" },
   },
   {
@@ -155,7 +177,7 @@ const rows: Row[] = [
   {
     name: "model outside models",
     input: {
-      extraction: token("kg_token", { kind: "json", value: { model: "claude-opus-4" } }),
+      extraction: token("kg_token", jsonBody("claude-opus-4")),
       lookup: found({ models: ["claude-sonnet-*"] }),
     },
     expect: { enforce: "deny:model_not_allowed", recognize: "deny:model_not_allowed" },
@@ -163,7 +185,7 @@ const rows: Row[] = [
   {
     name: "body without a model when models are restricted",
     input: {
-      extraction: token("kg_token", { kind: "json", value: { messages: [] } }),
+      extraction: token("kg_token", jsonBody()),
       lookup: found({ models: ["claude-*"] }),
     },
     expect: { enforce: "deny:model_not_allowed", recognize: "deny:model_not_allowed" },
@@ -171,7 +193,7 @@ const rows: Row[] = [
   {
     name: "non-string model when models are restricted",
     input: {
-      extraction: token("kg_token", { kind: "json", value: { model: ["claude-x"] } }),
+      extraction: token("kg_token", jsonBody("not-a-string")),
       lookup: found({ models: ["claude-*"] }),
     },
     expect: { enforce: "deny:model_not_allowed", recognize: "deny:model_not_allowed" },
@@ -179,7 +201,7 @@ const rows: Row[] = [
   {
     name: "glob metacharacters other than * are literal",
     input: {
-      extraction: token("kg_token", { kind: "json", value: { model: "claudeXsonnet" } }),
+      extraction: token("kg_token", jsonBody("claudeXsonnet")),
       lookup: found({ models: ["claude.sonnet"] }),
     },
     expect: { enforce: "deny:model_not_allowed", recognize: "deny:model_not_allowed" },
@@ -195,38 +217,57 @@ const rows: Row[] = [
   {
     name: "unparsable JSON body where the body is the credential source",
     input: {
-      extraction: { kind: "invalid", reason: "invalid_json_body", body: { kind: "invalid-json" } },
+      extraction: {
+        kind: "invalid",
+        reason: "invalid_json_body",
+        body: UNREADABLE,
+        presented: [],
+      },
     },
     expect: { enforce: "deny:invalid_json_body", recognize: "deny:invalid_json_body" },
   },
   {
     name: "unparsable JSON body when the model must be checked",
     input: {
-      extraction: token("kg_token", { kind: "invalid-json" }),
+      extraction: token("kg_token", UNREADABLE),
       lookup: found({ models: ["claude-*"] }),
     },
     expect: { enforce: "deny:invalid_json_body", recognize: "deny:invalid_json_body" },
   },
   {
     name: "two different credentials",
-    input: { extraction: { kind: "invalid", reason: "conflicting_credentials", body: JSON_BODY } },
+    input: {
+      extraction: {
+        kind: "invalid",
+        reason: "conflicting_credentials",
+        body: JSON_BODY,
+        presented: [],
+      },
+    },
     expect: { enforce: "deny:conflicting_credentials", recognize: "deny:conflicting_credentials" },
   },
   {
     name: "malformed Basic credential",
-    input: { extraction: { kind: "invalid", reason: "credential_malformed", body: JSON_BODY } },
+    input: {
+      extraction: {
+        kind: "invalid",
+        reason: "credential_malformed",
+        body: JSON_BODY,
+        presented: [{ location: "basic", token: null, problem: "credential_malformed" }],
+      },
+    },
     expect: { enforce: "deny:credential_malformed", recognize: "deny:credential_malformed" },
   },
   {
     name: "body truncated and no credential",
-    input: { bodyTruncated: true, extraction: { kind: "none", body: { kind: "truncated" } } },
+    input: { bodyTruncated: true, extraction: { kind: "none", body: TRUNCATED, presented: [] } },
     expect: { enforce: "deny:body_truncated", recognize: "deny:body_truncated" },
   },
   {
     name: "body truncated but a header credential",
     input: {
       bodyTruncated: true,
-      extraction: token("kg_token", { kind: "truncated" }),
+      extraction: token("kg_token", TRUNCATED),
       lookup: found(),
     },
     expect: { enforce: "allow:known", recognize: "allow:known" },
@@ -235,7 +276,7 @@ const rows: Row[] = [
     name: "body truncated and the model must be checked",
     input: {
       bodyTruncated: true,
-      extraction: token("kg_token", { kind: "truncated" }),
+      extraction: token("kg_token", TRUNCATED),
       lookup: found({ models: ["claude-*"] }),
     },
     expect: { enforce: "deny:body_truncated", recognize: "deny:body_truncated" },
@@ -258,7 +299,7 @@ function run(mode: Mode, input: Row["input"]): Decision {
     generation: 1,
     path: "/v1/messages",
     bodyTruncated: false,
-    extraction: { kind: "none", body: JSON_BODY },
+    extraction: { kind: "none", body: JSON_BODY, presented: [] },
     lookup: { kind: "skipped" },
     now: NOW,
     ...input,
@@ -273,7 +314,7 @@ for (const row of rows) {
   test(`enforce: ${row.name}`, (t) => t.is(label(run("enforce", row.input)), row.expect.enforce));
   test(`recognize: ${row.name}`, (t) =>
     t.is(label(run("recognize", row.input)), row.expect.recognize));
-  test(`dry-run: ${row.name} decides as enforce and lets denials through unchanged`, (t) => {
+  test(`dry-run: ${row.name} decides as enforce and lets denials through without a keygate token`, (t) => {
     const decision = run("dry-run", row.input);
     const enforced = run("enforce", row.input);
     t.is(decision.outcome, "allow");
@@ -282,21 +323,28 @@ for (const row of rows) {
       t.is(decision.wouldDeny, enforced.reason);
       t.is(decision.clientId, null);
       t.is(decision.upstreamKey, null);
-      t.deepEqual(decision.strip, []);
+      t.deepEqual(decision.strip, headersToStrip(row.input));
     } else {
       t.deepEqual(decision, enforced);
     }
   });
-  test(`off: ${row.name} is allowed unchanged`, (t) => {
-    t.deepEqual(run("off", row.input), {
+  test(`off: ${row.name} is allowed with nothing but provider keys forwarded`, (t) => {
+    t.like(run("off", row.input), {
       outcome: "allow",
       authMode: "anonymous",
       clientId: null,
       upstreamKey: null,
-      strip: [],
+      strip: headersToStrip(row.input),
       wouldDeny: null,
     });
   });
+}
+
+/** The credential headers of a request that are not provider keys: what a pass must remove. */
+function headersToStrip(input: Row["input"]): string[] {
+  return (input.extraction?.presented ?? [])
+    .filter((found) => found.token === null || !isProviderKey(found.token))
+    .map((found) => found.location);
 }
 
 test("a swap carries the client's upstream key and strips where the token was", (t) => {

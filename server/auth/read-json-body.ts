@@ -1,0 +1,311 @@
+/**
+ * Reads a request body the way the upstream will: decoded as Python's `json.loads(bytes)`
+ * decodes it (UTF-8, UTF-16 or UTF-32, told apart by BOM or by the NUL bytes of the first
+ * four), then read once by a scanner that checks the top-level object's structure, keeps
+ * its `api_key` and `model`, and skips every nested value by counting brackets outside
+ * strings (long strings by the native byte search). No tree is built, nothing recurses
+ * and nesting stops at MAX_JSON_DEPTH, so a hostile 4 MiB body (a million keys, two
+ * million nested arrays) costs milliseconds, not a second of allocation.
+ *
+ * Nested values are not validated: a document that is broken only inside them is one
+ * the upstream cannot parse either, so it can never carry a credential to the provider.
+ * For every document Python accepts, the fields read here are the ones it reads.
+ */
+import { TextDecoder } from "node:util";
+
+/** A top-level field as found: absent, a string, or present with another JSON type. */
+export type TopLevelField =
+  | { readonly kind: "absent" }
+  | { readonly kind: "null" }
+  | { readonly kind: "string"; readonly value: string }
+  | { readonly kind: "other" };
+
+export type JsonScan =
+  | { readonly kind: "object"; readonly apiKey: TopLevelField; readonly model: TopLevelField }
+  /** Not a JSON object: an array, a scalar, form data, text, binary. Nothing keygate reads. */
+  | { readonly kind: "other" }
+  /** Starts as a JSON object but its top level is malformed. */
+  | { readonly kind: "invalid" };
+
+/** Python's json.loads stops near 1000 levels (its recursion limit); keygate refuses past this. */
+export const MAX_JSON_DEPTH = 512;
+
+const ABSENT: TopLevelField = { kind: "absent" };
+const NULL: TopLevelField = { kind: "null" };
+const OTHER: TopLevelField = { kind: "other" };
+const INVALID: JsonScan = { kind: "invalid" };
+const NOT_OBJECT: JsonScan = { kind: "other" };
+
+const strictDecoders = new Map<string, TextDecoder>();
+
+function strictDecoder(encoding: string): TextDecoder {
+  let decoder = strictDecoders.get(encoding);
+  if (decoder === undefined) {
+    decoder = new TextDecoder(encoding, { fatal: true, ignoreBOM: false });
+    strictDecoders.set(encoding, decoder);
+  }
+  return decoder;
+}
+
+type Encoding = "utf-8" | "utf-16le" | "utf-16be" | "utf-32le" | "utf-32be";
+
+/** Python's json.detect_encoding: BOMs first, then the pattern of NUL bytes. */
+export function detectEncoding(bytes: Uint8Array): Encoding {
+  const [b0, b1, b2, b3] = bytes;
+  if (b0 === 0x00 && b1 === 0x00 && b2 === 0xfe && b3 === 0xff) return "utf-32be";
+  if (b0 === 0xff && b1 === 0xfe && b2 === 0x00 && b3 === 0x00) return "utf-32le";
+  if (b0 === 0xfe && b1 === 0xff) return "utf-16be";
+  if (b0 === 0xff && b1 === 0xfe) return "utf-16le";
+  if (bytes.length >= 4) {
+    if (b0 === 0) return b1 !== 0 ? "utf-16be" : "utf-32be";
+    if (b1 === 0) return b2 !== 0 || b3 !== 0 ? "utf-16le" : "utf-32le";
+  } else if (bytes.length === 2) {
+    if (b0 === 0) return "utf-16be";
+    if (b1 === 0) return "utf-16le";
+  }
+  return "utf-8";
+}
+
+function decodeUtf32(bytes: Uint8Array, littleEndian: boolean): string | undefined {
+  if (bytes.length % 4 !== 0) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const units: number[] = [];
+  const parts: string[] = [];
+  let start = 0;
+  if (view.byteLength >= 4 && view.getUint32(0, littleEndian) === 0xfeff) start = 4;
+  for (let offset = start; offset < view.byteLength; offset += 4) {
+    const point = view.getUint32(offset, littleEndian);
+    if (point > 0x10ffff || (point >= 0xd800 && point <= 0xdfff)) return undefined;
+    units.push(point);
+    if (units.length === 8192) parts.push(String.fromCodePoint(...units.splice(0)));
+  }
+  parts.push(String.fromCodePoint(...units));
+  return parts.join("");
+}
+
+/**
+ * The body as UTF-8 bytes, as the upstream's JSON parser would read it, or undefined when
+ * a UTF-16 or UTF-32 body does not decode. UTF-8 is not validated: bytes Python would
+ * refuse make the upstream fail too, so reading them leniently can never let more through.
+ */
+export function utf8JsonBytes(bytes: Uint8Array): Uint8Array | undefined {
+  const encoding = detectEncoding(bytes);
+  if (encoding === "utf-8")
+    return bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes;
+  let text: string | undefined;
+  if (encoding === "utf-32le" || encoding === "utf-32be")
+    text = decodeUtf32(bytes, encoding === "utf-32le");
+  else {
+    try {
+      // The decoder drops a leading BOM of its own encoding, as Python's utf-16 codec does.
+      text = strictDecoder(encoding).decode(bytes);
+    } catch {
+      text = undefined;
+    }
+  }
+  return text === undefined ? undefined : Buffer.from(text, "utf8");
+}
+
+/** What an upstream could read as a credential in a body keygate cannot parse, form- and percent-encoded too. */
+const CREDENTIAL_MARKS = ["kg_", "kg%5f", "kg%5F", "api_key", "api%5fkey", "api%5Fkey"];
+
+/**
+ * Whether a body keygate cannot parse holds a keygate token or an `api_key` field
+ * anywhere, in whatever encoding the upstream's parser would decode it.
+ */
+export function mentionsCredential(bytes: Uint8Array): boolean {
+  const encoding = detectEncoding(bytes);
+  let haystack = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (encoding === "utf-32le" || encoding === "utf-32be") {
+    // Every fourth byte is enough to find ASCII marks in UTF-32 text.
+    const offset = encoding === "utf-32le" ? 0 : 3;
+    const kept = Buffer.alloc(Math.floor(bytes.length / 4));
+    for (let i = 0; i < kept.length; i++) kept[i] = bytes[i * 4 + offset] as number;
+    haystack = kept;
+  } else if (encoding !== "utf-8") {
+    haystack = Buffer.from(new TextDecoder(encoding).decode(bytes), "utf8");
+  }
+  return CREDENTIAL_MARKS.some((mark) => haystack.includes(mark));
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const OPEN_OBJECT = 0x7b;
+const CLOSE_OBJECT = 0x7d;
+const OPEN_ARRAY = 0x5b;
+const CLOSE_ARRAY = 0x5d;
+/** An index that ends a scan: the input is malformed. */
+const BAD = -1;
+/** Strings are searched byte by byte this far, then natively: most keys are short, prompts long. */
+const SHORT_RUN = 64;
+
+function skipWhitespace(bytes: Buffer, from: number): number {
+  const n = bytes.length;
+  let i = from;
+  while (i < n) {
+    const c = bytes[i];
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+    i++;
+  }
+  return i;
+}
+
+/** Whether the quote at q is escaped: preceded by an odd run of backslashes that starts at or after `from`. */
+function isEscaped(bytes: Buffer, from: number, q: number): boolean {
+  let k = q - 1;
+  while (k >= from && bytes[k] === BACKSLASH) k--;
+  return (q - 1 - k) % 2 === 1;
+}
+
+/**
+ * Index just past the string whose opening quote is at `from`, or BAD when it never
+ * closes. Escapes are skipped, not checked (see the module comment).
+ */
+function skipString(bytes: Buffer, from: number): number {
+  const n = bytes.length;
+  let i = from + 1;
+  for (;;) {
+    // `i` is never inside an escape here, so a backslash run from `i` on is whole.
+    const stop = Math.min(n, i + SHORT_RUN);
+    for (; i < stop; i++) {
+      const c = bytes[i];
+      if (c === QUOTE) return i + 1;
+      if (c === BACKSLASH) i++;
+    }
+    if (i >= n) return BAD;
+    const q = bytes.indexOf(QUOTE, i);
+    if (q === BAD) return BAD;
+    if (!isEscaped(bytes, i, q)) return q + 1;
+    i = q + 1;
+  }
+}
+
+/** Index just past the array or object opening at `from`, or BAD when it never closes or nests too deep. */
+function skipNested(bytes: Buffer, from: number): number {
+  const n = bytes.length;
+  let depth = 0;
+  let i = from;
+  while (i < n) {
+    const c = bytes[i] as number;
+    if (c === QUOTE) {
+      i = skipString(bytes, i);
+      if (i === BAD) return BAD;
+      continue;
+    }
+    if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
+      // The top-level object is one level already.
+      if (++depth >= MAX_JSON_DEPTH) return BAD;
+    } else if (c === CLOSE_ARRAY || c === CLOSE_OBJECT) {
+      if (--depth === 0) return i + 1;
+    }
+    i++;
+  }
+  return BAD;
+}
+
+/** Index past a top-level scalar that is not a string: up to the next separator, checked below. */
+function skipScalar(bytes: Buffer, from: number): number {
+  const n = bytes.length;
+  let i = from;
+  while (i < n) {
+    const c = bytes[i];
+    if (c === COMMA || c === CLOSE_OBJECT || c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09)
+      break;
+    i++;
+  }
+  return i;
+}
+
+/** JSON's numbers and literals, and Python's NaN, Infinity and -Infinity. */
+const SCALAR =
+  /^(?:true|false|null|NaN|-?Infinity|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)$/;
+
+/** The field found at bytes[from, to), or undefined when it is not a valid JSON value. */
+function fieldAt(bytes: Buffer, from: number, to: number): TopLevelField | undefined {
+  const c = bytes[from];
+  if (c === OPEN_ARRAY || c === OPEN_OBJECT) return OTHER;
+  const text = bytes.toString("utf8", from, to);
+  if (c !== QUOTE) return !SCALAR.test(text) ? undefined : text === "null" ? NULL : OTHER;
+  if (!text.includes("\\")) return { kind: "string", value: text.slice(1, -1) };
+  try {
+    return { kind: "string", value: JSON.parse(text) as string };
+  } catch {
+    return undefined;
+  }
+}
+
+type FieldSlot = 0 | 1 | 2;
+const NO_FIELD: FieldSlot = 0;
+const API_KEY: FieldSlot = 1;
+const MODEL: FieldSlot = 2;
+const API_KEY_QUOTED = Buffer.from('"api_key"');
+const MODEL_QUOTED = Buffer.from('"model"');
+
+/** Whether bytes[from, to) equals `word`; in JavaScript, as a native call costs more than a short key. */
+function equalsAt(bytes: Buffer, from: number, to: number, word: Buffer): boolean {
+  if (to - from !== word.length) return false;
+  for (let k = 0; k < word.length; k++) if (bytes[from + k] !== word[k]) return false;
+  return true;
+}
+
+function hasBackslash(bytes: Buffer, from: number, to: number): boolean {
+  for (let k = from; k < to; k++) if (bytes[k] === BACKSLASH) return true;
+  return false;
+}
+
+/** Which field the key bytes[from, to) (quotes included) names. */
+function slotOf(bytes: Buffer, from: number, to: number): FieldSlot {
+  if (equalsAt(bytes, from, to, API_KEY_QUOTED)) return API_KEY;
+  if (equalsAt(bytes, from, to, MODEL_QUOTED)) return MODEL;
+  // Only a key with escapes, longer than what it spells, is decoded.
+  if (to - from <= MODEL_QUOTED.length || !hasBackslash(bytes, from, to)) return NO_FIELD;
+  const key = fieldAt(bytes, from, to);
+  if (key?.kind !== "string") return NO_FIELD;
+  return key.value === "api_key" ? API_KEY : key.value === "model" ? MODEL : NO_FIELD;
+}
+
+/**
+ * Reads the top-level `api_key` and `model` of a JSON document (UTF-8 bytes). As in
+ * Python and JavaScript, the last of duplicate keys wins.
+ */
+export function scanJson(input: Uint8Array): JsonScan {
+  const bytes = Buffer.isBuffer(input)
+    ? input
+    : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  let i = skipWhitespace(bytes, 0);
+  if (bytes[i] !== OPEN_OBJECT) return NOT_OBJECT;
+  let apiKey = ABSENT;
+  let model = ABSENT;
+  i = skipWhitespace(bytes, i + 1);
+  let more = bytes[i] !== CLOSE_OBJECT;
+  if (!more) i++;
+  while (more) {
+    if (bytes[i] !== QUOTE) return INVALID;
+    const keyEnd = skipString(bytes, i);
+    if (keyEnd === BAD) return INVALID;
+    const slot = slotOf(bytes, i, keyEnd);
+    i = skipWhitespace(bytes, keyEnd);
+    if (bytes[i] !== COLON) return INVALID;
+    const start = skipWhitespace(bytes, i + 1);
+    const c = bytes[start];
+    if (c === QUOTE) i = skipString(bytes, start);
+    else if (c === OPEN_ARRAY || c === OPEN_OBJECT) i = skipNested(bytes, start);
+    else i = skipScalar(bytes, start);
+    if (i === BAD || i === start) return INVALID;
+    if (slot !== NO_FIELD) {
+      const field = fieldAt(bytes, start, i);
+      if (field === undefined) return INVALID;
+      if (slot === API_KEY) apiKey = field;
+      else if (slot === MODEL) model = field;
+    }
+    i = skipWhitespace(bytes, i);
+    if (bytes[i] === COMMA) i = skipWhitespace(bytes, i + 1);
+    else if (bytes[i] === CLOSE_OBJECT) {
+      i++;
+      more = false;
+    } else return INVALID;
+  }
+  return skipWhitespace(bytes, i) === bytes.length ? { kind: "object", apiKey, model } : INVALID;
+}
