@@ -71,24 +71,11 @@ test("documents that are not objects are 'other'", (t) => {
   t.pass();
 });
 
-test("never throws on arbitrary bytes, and a top level it cannot read is invalid", (t) => {
+test("never throws on arbitrary bytes; a malformed top level is invalid", (t) => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
       scanJson(bytes);
       return true;
-    }),
-  );
-  fc.assert(
-    fc.property(fc.string(), (tail) => {
-      const scan = scanText(`{"a":1 ${tail}`);
-      // Whatever follows, a body JSON.parse refuses at the top level is never read as valid.
-      let valid = true;
-      try {
-        JSON.parse(`{"a":1 ${tail}`);
-      } catch {
-        valid = false;
-      }
-      return valid || scan.kind !== "object" || !tail.trim().startsWith("}") || true;
     }),
   );
   for (const text of ['{"a":1', '{"a" 1}', '{"a":1,}', '{"a":1}x', "{a:1}", '{"api_key":kg_x}']) {
@@ -143,9 +130,10 @@ test("encodings are detected as Python's json.detect_encoding does, and decoded"
   const utf32 = (littleEndian: boolean, bom: boolean) => {
     const points = [...(bom ? "\ufeff" : ""), ...text].map((c) => c.codePointAt(0) ?? 0);
     const out = Buffer.alloc(points.length * 4);
-    points.forEach((p, i) =>
-      littleEndian ? out.writeUInt32LE(p, i * 4) : out.writeUInt32BE(p, i * 4),
-    );
+    for (const [i, p] of points.entries()) {
+      if (littleEndian) out.writeUInt32LE(p, i * 4);
+      else out.writeUInt32BE(p, i * 4);
+    }
     return out;
   };
   const cases: [ReturnType<typeof detectEncoding>, Buffer][] = [
