@@ -400,7 +400,7 @@ async function reencrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promi
     const failures: string[] = [];
     const pending: Array<{ replace: (value: string) => void; plain: string; aad: string }> = [];
     for (const value of values) {
-      const owner = value.clientId === undefined ? "defaults" : `client "${value.clientId}"`;
+      const owner = value.clientId === undefined ? "defaults" : `client ${quoted(value.clientId)}`;
       const opened = decryptSecret(value.value, value.aad, config.masterKeys);
       if (!opened.ok) {
         failures.push(`  ${owner}: ${describeDecryptFailure(opened.why, opened.kid)}`);
@@ -520,9 +520,9 @@ function describeDecryptFailure(
 ): string {
   switch (why) {
     case "unknown_kid":
-      return `master key "${kid}" is not loaded (KEYGATE_MASTER_KEY must list the old and the new key)`;
+      return `master key ${quoted(kid ?? "")} is not loaded (KEYGATE_MASTER_KEY must list the old and the new key)`;
     case "auth_failed":
-      return `does not decrypt with master key "${kid}" (a different key under that kid, or a value copied from another client)`;
+      return `does not decrypt with master key ${quoted(kid ?? "")} (a different key under that kid, or a value copied from another client)`;
     default:
       return "is malformed";
   }
