@@ -112,7 +112,7 @@ clients:
     tokens:
       - sha256: ${hashToken(TOKEN)}
   - id: beta
-    upstream_key: env:KEYGATE_TEST_UNSET_UPSTREAM
+    upstream_key: env:STARTUP_TEST_UNSET_UPSTREAM
     tokens:
       - sha256: ${hashToken(other)}
 `;
