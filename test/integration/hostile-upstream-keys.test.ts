@@ -190,3 +190,28 @@ test("start-up with only a refused keystore fails with the located error", async
     },
   );
 });
+
+test("a provider key pasted as a field name is never on /keystore or in the log", async (t) => {
+  const pasted = `sk-ant-api03-${"Qw7".repeat(30)}AA`;
+  const kg = await startTestKeygate({
+    keystore: `version: 1\nclients:\n${client("apollo", "env:APOLLO_KEY")}`,
+    env: { APOLLO_KEY: "sk-ant-apollo" },
+  });
+  try {
+    writeFileSync(
+      kg.keystorePath,
+      `version: 1\nclients:\n${client("apollo", "env:APOLLO_KEY")}    ${pasted}: x\n`,
+    );
+    t.is((await kg.running.reload()).result, "failed");
+    const status = await keystoreStatus(kg.adminUrl);
+    t.deepEqual(status.lastError?.issues, [
+      `${kg.keystorePath}:6:5: clients[0][<redacted>]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind)`,
+    ]);
+    t.false(
+      kg.logs.some((line) => line.includes("sk-ant-api03")),
+      "not in the log",
+    );
+  } finally {
+    await kg.stop();
+  }
+});
