@@ -792,12 +792,13 @@ interface ClientRef {
 
 function semanticIssues(data: unknown, options: LoadOptions, locator: Locator): KeystoreIssue[] {
   const refs = clientRefs(data);
+  const references = upstreamKeyReferences(data);
   return [
     ...emptyClientsIssues(data, options, locator),
     ...duplicateIdIssues(refs, locator),
     ...duplicateDigestIssues(refs, locator),
-    ...sealedKeyIssues(data, locator),
-    ...envReferenceIssues(data, options, locator),
+    ...sealedKeyIssues(references, locator),
+    ...envReferenceIssues(references, options, locator),
     ...expiryIssues(data, locator),
   ];
 }
@@ -894,8 +895,14 @@ function showableId(id: string): boolean {
   return CLIENT_ID.test(id) && !looksSecret(id);
 }
 
-/** Every upstream key reference in the data, read leniently: the default's, then each client's. */
-function upstreamKeyReferences(data: unknown): Array<{ path: Segment[]; value: unknown }> {
+/** An upstream key reference in the data, read leniently (any type), with where it is. */
+interface Reference {
+  readonly path: Segment[];
+  readonly value: unknown;
+}
+
+/** Every upstream key reference in the data: the default's, then each client's. */
+function upstreamKeyReferences(data: unknown): Reference[] {
   return [
     { path: ["defaults", "upstream_key"], value: asRecord(asRecord(data)?.defaults)?.upstream_key },
     ...rawClients(data).map((client, index) => ({
@@ -906,8 +913,8 @@ function upstreamKeyReferences(data: unknown): Array<{ path: Segment[]; value: u
 }
 
 /** Well-formedness the schema's regular expression cannot express: real base64, long enough. */
-function sealedKeyIssues(data: unknown, locator: Locator): KeystoreIssue[] {
-  return upstreamKeyReferences(data).flatMap(({ path, value }) => {
+function sealedKeyIssues(references: readonly Reference[], locator: Locator): KeystoreIssue[] {
+  return references.flatMap(({ path, value }) => {
     const problem = typeof value === "string" ? sealedKeyProblem(value) : undefined;
     return problem === undefined ? [] : [locator.issue(path, problem)];
   });
@@ -919,11 +926,11 @@ function sealedKeyIssues(data: unknown, locator: Locator): KeystoreIssue[] {
  * it was never meant to send, for every client, internal ones included.
  */
 function envReferenceIssues(
-  data: unknown,
+  references: readonly Reference[],
   options: LoadOptions,
   locator: Locator,
 ): KeystoreIssue[] {
-  return upstreamKeyReferences(data).flatMap(({ path, value }) => {
+  return references.flatMap(({ path, value }) => {
     const name = typeof value === "string" ? ENV_REFERENCE.exec(value)?.[1] : undefined;
     if (name === undefined) return [];
     const problem = envNameProblem(name, options.upstreamEnvPrefix ?? null);
