@@ -181,7 +181,9 @@ function decideStrict(input: DecisionInput, recognize: boolean): Decision {
 function guardPass(decision: Decision, extraction: Extraction): Decision {
   if (decision.outcome !== "allow" || decision.clientId !== null) return decision;
   const { body } = extraction;
-  if ("mentionsCredential" in body && body.mentionsCredential) return deny("credential_unreadable");
+  // A broken JSON object may be one the upstream parses after all: never pass it unread.
+  if (body.kind === "invalid-json" || ("mentionsCredential" in body && body.mentionsCredential))
+    return deny("credential_unreadable");
   const strip: CredentialLocation[] = [];
   const forward: CredentialLocation[] = [];
   for (const found of extraction.presented) {

@@ -83,7 +83,7 @@ export function viewBody(attributes: CheckAttributes): BodyView {
   const bytes = utf8JsonBytes(body);
   const scan = bytes === undefined ? undefined : scanJson(bytes);
   if (scan?.kind === "object") return { kind: "object", apiKey: scan.apiKey, model: scan.model };
-  const mentions = mentionsCredential(body);
+  const mentions = mentionsCredential(bytes ?? body);
   // A cut body cannot parse; that is a size problem, not a malformed request.
   if (attributes.bodyTruncated) return { kind: "truncated", mentionsCredential: mentions };
   return {

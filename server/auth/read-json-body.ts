@@ -3,9 +3,10 @@
  * decodes it (UTF-8, UTF-16 or UTF-32, told apart by BOM or by the NUL bytes of the first
  * four), then read once by a scanner that checks the top-level object's structure, keeps
  * its `api_key` and `model`, and skips every nested value by counting brackets outside
- * strings (long strings by the native byte search). No tree is built, nothing recurses
- * and nesting stops at MAX_JSON_DEPTH, so a hostile 4 MiB body (a million keys, two
- * million nested arrays) costs milliseconds, not a second of allocation.
+ * strings (long strings by the native byte search). No tree is built and nothing
+ * recurses, so a hostile 4 MiB body (a million keys, two million nested arrays) costs
+ * milliseconds, not a second of allocation. There is no depth limit to disagree with the
+ * upstream's about: depth is a counter.
  *
  * Nested values are not validated: a document that is broken only inside them is one
  * the upstream cannot parse either, so it can never carry a credential to the provider.
@@ -27,22 +28,19 @@ export type JsonScan =
   /** Starts as a JSON object but its top level is malformed. */
   | { readonly kind: "invalid" };
 
-/** Python's json.loads stops near 1000 levels (its recursion limit); keygate refuses past this. */
-export const MAX_JSON_DEPTH = 512;
-
 const ABSENT: TopLevelField = { kind: "absent" };
 const NULL: TopLevelField = { kind: "null" };
 const OTHER: TopLevelField = { kind: "other" };
 const INVALID: JsonScan = { kind: "invalid" };
 const NOT_OBJECT: JsonScan = { kind: "other" };
 
-const strictDecoders = new Map<string, TextDecoder>();
+const decoders = new Map<string, TextDecoder>();
 
-function strictDecoder(encoding: string): TextDecoder {
-  let decoder = strictDecoders.get(encoding);
+function decoderFor(encoding: string): TextDecoder {
+  let decoder = decoders.get(encoding);
   if (decoder === undefined) {
-    decoder = new TextDecoder(encoding, { fatal: true, ignoreBOM: false });
-    strictDecoders.set(encoding, decoder);
+    decoder = new TextDecoder(encoding, { ignoreBOM: false });
+    decoders.set(encoding, decoder);
   }
   return decoder;
 }
@@ -66,18 +64,21 @@ export function detectEncoding(bytes: Uint8Array): Encoding {
   return "utf-8";
 }
 
+/** UTF-32 as Python's codec reads it with surrogatepass; undefined where Python's fails too. */
 function decodeUtf32(bytes: Uint8Array, littleEndian: boolean): string | undefined {
   if (bytes.length % 4 !== 0) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const units: number[] = [];
   const parts: string[] = [];
-  let start = 0;
-  if (view.byteLength >= 4 && view.getUint32(0, littleEndian) === 0xfeff) start = 4;
+  let units: number[] = [];
+  const start = view.byteLength >= 4 && view.getUint32(0, littleEndian) === 0xfeff ? 4 : 0;
   for (let offset = start; offset < view.byteLength; offset += 4) {
     const point = view.getUint32(offset, littleEndian);
-    if (point > 0x10ffff || (point >= 0xd800 && point <= 0xdfff)) return undefined;
+    if (point > 0x10ffff) return undefined;
     units.push(point);
-    if (units.length === 8192) parts.push(String.fromCodePoint(...units.splice(0)));
+    if (units.length === 8192) {
+      parts.push(String.fromCodePoint(...units));
+      units = [];
+    }
   }
   parts.push(String.fromCodePoint(...units));
   return parts.join("");
@@ -85,47 +86,44 @@ function decodeUtf32(bytes: Uint8Array, littleEndian: boolean): string | undefin
 
 /**
  * The body as UTF-8 bytes, as the upstream's JSON parser would read it, or undefined when
- * a UTF-16 or UTF-32 body does not decode. UTF-8 is not validated: bytes Python would
- * refuse make the upstream fail too, so reading them leniently can never let more through.
+ * it is UTF-32 that Python's codec refuses too. Nothing else is validated: bytes Python
+ * would refuse make the upstream fail as well, so reading them leniently never lets more
+ * through (a lone surrogate Python keeps becomes U+FFFD here, which no token contains).
  */
-export function utf8JsonBytes(bytes: Uint8Array): Uint8Array | undefined {
+export function utf8JsonBytes(bytes: Uint8Array): Buffer | undefined {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const encoding = detectEncoding(bytes);
   if (encoding === "utf-8")
-    return bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes;
-  let text: string | undefined;
-  if (encoding === "utf-32le" || encoding === "utf-32be")
-    text = decodeUtf32(bytes, encoding === "utf-32le");
-  else {
-    try {
-      // The decoder drops a leading BOM of its own encoding, as Python's utf-16 codec does.
-      text = strictDecoder(encoding).decode(bytes);
-    } catch {
-      text = undefined;
-    }
-  }
+    return buffer[0] === 0xef && buffer[1] === 0xbb && buffer[2] === 0xbf
+      ? buffer.subarray(3)
+      : buffer;
+  const text =
+    encoding === "utf-32le" || encoding === "utf-32be"
+      ? decodeUtf32(bytes, encoding === "utf-32le")
+      : // The decoder drops a leading BOM of its own encoding, as Python's utf-16 codec does.
+        decoderFor(encoding).decode(bytes);
   return text === undefined ? undefined : Buffer.from(text, "utf8");
 }
 
-/** What an upstream could read as a credential in a body keygate cannot parse, form- and percent-encoded too. */
-const CREDENTIAL_MARKS = ["kg_", "kg%5f", "kg%5F", "api_key", "api%5fkey", "api%5Fkey"];
+/** What an upstream could read as a credential: a keygate token, an `api_key` field. */
+const CREDENTIAL_MARKS = ["kg_", "api_key"] as const;
+const PERCENT = 0x25;
+
+/** The marks with any character percent-encoded, as a form body may carry them. */
+const PERCENT_ENCODED_MARK = new RegExp(
+  CREDENTIAL_MARKS.map((mark) =>
+    [...mark].map((c) => `(?:${c}|%${c.charCodeAt(0).toString(16).padStart(2, "0")})`).join(""),
+  ).join("|"),
+  "i",
+);
 
 /**
  * Whether a body keygate cannot parse holds a keygate token or an `api_key` field
- * anywhere, in whatever encoding the upstream's parser would decode it.
+ * anywhere, literally or percent-encoded, given as UTF-8 (see utf8JsonBytes).
  */
-export function mentionsCredential(bytes: Uint8Array): boolean {
-  const encoding = detectEncoding(bytes);
-  let haystack = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (encoding === "utf-32le" || encoding === "utf-32be") {
-    // Every fourth byte is enough to find ASCII marks in UTF-32 text.
-    const offset = encoding === "utf-32le" ? 0 : 3;
-    const kept = Buffer.alloc(Math.floor(bytes.length / 4));
-    for (let i = 0; i < kept.length; i++) kept[i] = bytes[i * 4 + offset] as number;
-    haystack = kept;
-  } else if (encoding !== "utf-8") {
-    haystack = Buffer.from(new TextDecoder(encoding).decode(bytes), "utf8");
-  }
-  return CREDENTIAL_MARKS.some((mark) => haystack.includes(mark));
+export function mentionsCredential(utf8: Buffer): boolean {
+  if (!utf8.includes(PERCENT)) return CREDENTIAL_MARKS.some((mark) => utf8.includes(mark));
+  return PERCENT_ENCODED_MARK.test(utf8.toString("latin1"));
 }
 
 const QUOTE = 0x22;
@@ -182,7 +180,7 @@ function skipString(bytes: Buffer, from: number): number {
   }
 }
 
-/** Index just past the array or object opening at `from`, or BAD when it never closes or nests too deep. */
+/** Index just past the array or object opening at `from`, or BAD when it never closes. */
 function skipNested(bytes: Buffer, from: number): number {
   const n = bytes.length;
   let depth = 0;
@@ -194,10 +192,8 @@ function skipNested(bytes: Buffer, from: number): number {
       if (i === BAD) return BAD;
       continue;
     }
-    if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
-      // The top-level object is one level already.
-      if (++depth >= MAX_JSON_DEPTH) return BAD;
-    } else if (c === CLOSE_ARRAY || c === CLOSE_OBJECT) {
+    if (c === OPEN_ARRAY || c === OPEN_OBJECT) depth++;
+    else if (c === CLOSE_ARRAY || c === CLOSE_OBJECT) {
       if (--depth === 0) return i + 1;
     }
     i++;

@@ -10,8 +10,8 @@ export const PROVIDER_KEY_SHAPE = /^sk-ant-[A-Za-z0-9_-]+$/;
 /** The prefix of every keygate token (minted ones, and any an operator chose in that form). */
 export const KEYGATE_TOKEN_MARK = "kg_";
 
-/** Anything that may be a secret: a keygate token or an `sk-` provider key somewhere in the text. */
-const SECRET_SHAPED = /kg_|sk-/i;
+/** Anything that may be a secret: a word starting `kg_` (a keygate token) or `sk-` (a provider key). */
+const SECRET_SHAPED = /(?:^|[^A-Za-z0-9])(?:kg_|sk-)/;
 
 /** Whether a token is a provider key a client may bring on a recognize route (never one holding a keygate token). */
 export function isProviderKey(token: string): boolean {

@@ -317,9 +317,11 @@ for (const row of rows) {
   test(`dry-run: ${row.name} decides as enforce and lets denials through without a keygate token`, (t) => {
     const decision = run("dry-run", row.input);
     const enforced = run("enforce", row.input);
-    t.is(decision.outcome, "allow");
-    if (decision.outcome !== "allow") return;
-    if (enforced.outcome === "deny") {
+    if (unreadableBody(row.input) && enforced.outcome === "deny") {
+      t.like(decision, { outcome: "deny", reason: "credential_unreadable" });
+    } else if (enforced.outcome === "deny") {
+      t.is(decision.outcome, "allow");
+      if (decision.outcome !== "allow") return;
       t.is(decision.wouldDeny, enforced.reason);
       t.is(decision.clientId, null);
       t.is(decision.upstreamKey, null);
@@ -329,6 +331,10 @@ for (const row of rows) {
     }
   });
   test(`off: ${row.name} is allowed with nothing but provider keys forwarded`, (t) => {
+    if (unreadableBody(row.input)) {
+      t.like(run("off", row.input), { outcome: "deny", reason: "credential_unreadable" });
+      return;
+    }
     t.like(run("off", row.input), {
       outcome: "allow",
       authMode: "anonymous",
@@ -338,6 +344,11 @@ for (const row of rows) {
       wouldDeny: null,
     });
   });
+}
+
+/** A malformed JSON object body: what passes refuse rather than forward unread. */
+function unreadableBody(input: Row["input"]): boolean {
+  return input.extraction?.body.kind === "invalid-json";
 }
 
 /** The credential headers of a request that are not provider keys: what a pass must remove. */

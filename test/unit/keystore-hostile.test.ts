@@ -396,7 +396,7 @@ clients:
   - id: sk-live
     tokens: [{ sha256: ${digest("a")} }]
     upstream_key: env:UNSET_KEY
-  - id: task-runner
+  - id: kg_runner
     tokens: [{ sha256: ${digest("b")} }]
     upstream_key: ${encryptSecret("sk-ant-x", "someone-else", "k1", K1)}
 `;
