@@ -1,16 +1,15 @@
 /**
  * Reads a request body the way the upstream will: decoded as Python's `json.loads(bytes)`
  * decodes it (UTF-8, UTF-16 or UTF-32, told apart by BOM or by the NUL bytes of the first
- * four), then read once by a scanner that checks the top-level object's structure, keeps
- * its `api_key` and `model`, and skips every nested value by counting brackets outside
- * strings (long strings by the native byte search). No tree is built and nothing
+ * four), then read in one pass that counts brackets outside strings (long strings by
+ * the native byte search) and keeps the top-level object's `api_key` and `model`. No tree is built and nothing
  * recurses, so a hostile 4 MiB body (a million keys, two million nested arrays) costs
  * milliseconds, not a second of allocation. There is no depth limit to disagree with the
  * upstream's about: depth is a counter.
  *
- * Nested values are not validated: a document that is broken only inside them is one
- * the upstream cannot parse either, so it can never carry a credential to the provider.
- * For every document Python accepts, the fields read here are the ones it reads.
+ * Only the two values read are validated: a document broken anywhere else is one the
+ * upstream cannot parse either, so it can never carry a credential to the provider, and
+ * for every document Python accepts, the fields read here are the ones it reads.
  */
 import { TextDecoder } from "node:util";
 
@@ -32,6 +31,11 @@ const ABSENT: TopLevelField = { kind: "absent" };
 const NULL: TopLevelField = { kind: "null" };
 const OTHER: TopLevelField = { kind: "other" };
 const INVALID: JsonScan = { kind: "invalid" };
+/**
+ * No LLM request has this many top-level fields; checking each key costs more than any
+ * other byte of a hostile body, so past this the object is not read (treated as invalid).
+ */
+export const MAX_TOP_LEVEL_KEYS = 1000;
 const NOT_OBJECT: JsonScan = { kind: "other" };
 
 const decoders = new Map<string, TextDecoder>();
@@ -180,50 +184,32 @@ function skipString(bytes: Buffer, from: number): number {
   }
 }
 
-/** Index just past the array or object opening at `from`, or BAD when it never closes. */
-function skipNested(bytes: Buffer, from: number): number {
-  const n = bytes.length;
-  let depth = 0;
-  let i = from;
-  while (i < n) {
-    const c = bytes[i] as number;
-    if (c === QUOTE) {
-      i = skipString(bytes, i);
-      if (i === BAD) return BAD;
-      continue;
-    }
-    if (c === OPEN_ARRAY || c === OPEN_OBJECT) depth++;
-    else if (c === CLOSE_ARRAY || c === CLOSE_OBJECT) {
-      if (--depth === 0) return i + 1;
-    }
-    i++;
-  }
-  return BAD;
-}
-
-/** Index past a top-level scalar that is not a string: up to the next separator, checked below. */
-function skipScalar(bytes: Buffer, from: number): number {
-  const n = bytes.length;
-  let i = from;
-  while (i < n) {
-    const c = bytes[i];
-    if (c === COMMA || c === CLOSE_OBJECT || c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09)
-      break;
-    i++;
-  }
-  return i;
-}
-
 /** JSON's numbers and literals, and Python's NaN, Infinity and -Infinity. */
 const SCALAR =
   /^(?:true|false|null|NaN|-?Infinity|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)$/;
 
-/** The field found at bytes[from, to), or undefined when it is not a valid JSON value. */
+function trimEnd(bytes: Buffer, from: number, to: number): number {
+  let end = to;
+  while (end > from) {
+    const c = bytes[end - 1];
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+    end--;
+  }
+  return end;
+}
+
+/** The value at bytes[from, to) (whitespace around it allowed), or undefined when it is not one JSON value. */
 function fieldAt(bytes: Buffer, from: number, to: number): TopLevelField | undefined {
-  const c = bytes[from];
+  const start = skipWhitespace(bytes, from);
+  const end = trimEnd(bytes, start, to);
+  const c = bytes[start];
   if (c === OPEN_ARRAY || c === OPEN_OBJECT) return OTHER;
-  const text = bytes.toString("utf8", from, to);
-  if (c !== QUOTE) return !SCALAR.test(text) ? undefined : text === "null" ? NULL : OTHER;
+  if (c !== QUOTE) {
+    const text = bytes.toString("latin1", start, end);
+    return !SCALAR.test(text) ? undefined : text === "null" ? NULL : OTHER;
+  }
+  if (skipString(bytes, start) !== end) return undefined;
+  const text = bytes.toString("utf8", start, end);
   if (!text.includes("\\")) return { kind: "string", value: text.slice(1, -1) };
   try {
     return { kind: "string", value: JSON.parse(text) as string };
@@ -262,46 +248,96 @@ function slotOf(bytes: Buffer, from: number, to: number): FieldSlot {
   return key.value === "api_key" ? API_KEY : key.value === "model" ? MODEL : NO_FIELD;
 }
 
+/** What a byte means to skipNested: nothing, a quote, an opening or a closing bracket. */
+const PLAIN = 0;
+const STRING = 1;
+const OPENS = 2;
+const CLOSES = 3;
+const BYTE_CLASS = new Uint8Array(256);
+BYTE_CLASS[QUOTE] = STRING;
+BYTE_CLASS[OPEN_ARRAY] = OPENS;
+BYTE_CLASS[OPEN_OBJECT] = OPENS;
+BYTE_CLASS[CLOSE_ARRAY] = CLOSES;
+BYTE_CLASS[CLOSE_OBJECT] = CLOSES;
+
 /**
- * Reads the top-level `api_key` and `model` of a JSON document (UTF-8 bytes). As in
- * Python and JavaScript, the last of duplicate keys wins.
+ * Index just past the array or object opening at `from`, or BAD when it never closes.
+ * The hottest loop for a hostile body: one table look-up per byte outside strings.
+ */
+function skipNested(bytes: Buffer, from: number): number {
+  const n = bytes.length;
+  let depth = 0;
+  let i = from;
+  while (i < n) {
+    const kind = BYTE_CLASS[bytes[i] as number];
+    if (kind === PLAIN) {
+      i++;
+    } else if (kind === STRING) {
+      i = skipString(bytes, i);
+      if (i === BAD) return BAD;
+    } else {
+      if (kind === OPENS) depth++;
+      else if (--depth === 0) return i + 1;
+      i++;
+    }
+  }
+  return BAD;
+}
+
+/**
+ * Reads the top-level `api_key` and `model` of a JSON document (UTF-8 bytes) in one pass:
+ * at the top level the first string after `{` or `,` is a key and its value is what
+ * follows the colon; nested values are skipped by counting brackets outside strings. The
+ * top level's punctuation is not checked beyond that (see the module comment); the values
+ * read are. As in Python and JavaScript, the last of duplicate keys wins.
  */
 export function scanJson(input: Uint8Array): JsonScan {
   const bytes = Buffer.isBuffer(input)
     ? input
     : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  const n = bytes.length;
   let i = skipWhitespace(bytes, 0);
   if (bytes[i] !== OPEN_OBJECT) return NOT_OBJECT;
+  i++;
   let apiKey = ABSENT;
   let model = ABSENT;
-  i = skipWhitespace(bytes, i + 1);
-  let more = bytes[i] !== CLOSE_OBJECT;
-  if (!more) i++;
-  while (more) {
-    if (bytes[i] !== QUOTE) return INVALID;
-    const keyEnd = skipString(bytes, i);
-    if (keyEnd === BAD) return INVALID;
-    const slot = slotOf(bytes, i, keyEnd);
-    i = skipWhitespace(bytes, keyEnd);
-    if (bytes[i] !== COLON) return INVALID;
-    const start = skipWhitespace(bytes, i + 1);
-    const c = bytes[start];
-    if (c === QUOTE) i = skipString(bytes, start);
-    else if (c === OPEN_ARRAY || c === OPEN_OBJECT) i = skipNested(bytes, start);
-    else i = skipScalar(bytes, start);
-    if (i === BAD || i === start) return INVALID;
-    if (slot !== NO_FIELD) {
-      const field = fieldAt(bytes, start, i);
-      if (field === undefined) return INVALID;
-      if (slot === API_KEY) apiKey = field;
-      else if (slot === MODEL) model = field;
-    }
-    i = skipWhitespace(bytes, i);
-    if (bytes[i] === COMMA) i = skipWhitespace(bytes, i + 1);
-    else if (bytes[i] === CLOSE_OBJECT) {
+  let keys = 0;
+  /** Whether the next string is a key. */
+  let expectKey = true;
+  /** The field the current key names, and where its value starts once the colon is seen. */
+  let slot: FieldSlot = NO_FIELD;
+  let valueStart = BAD;
+  while (i < n) {
+    const c = bytes[i] as number;
+    if (c === QUOTE) {
+      const end = skipString(bytes, i);
+      if (end === BAD) return INVALID;
+      if (expectKey) {
+        if (++keys > MAX_TOP_LEVEL_KEYS) return INVALID;
+        slot = slotOf(bytes, i, end);
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
+      i = skipNested(bytes, i);
+      if (i === BAD) return INVALID;
+    } else if (c === COMMA || c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
+      if (valueStart !== BAD) {
+        const field = fieldAt(bytes, valueStart, i);
+        if (field === undefined) return INVALID;
+        if (slot === API_KEY) apiKey = field;
+        else model = field;
+      }
+      if (c !== COMMA)
+        return skipWhitespace(bytes, i + 1) === n ? { kind: "object", apiKey, model } : INVALID;
+      slot = NO_FIELD;
+      valueStart = BAD;
+      expectKey = true;
       i++;
-      more = false;
-    } else return INVALID;
+    } else {
+      if (c === COLON && slot !== NO_FIELD) valueStart = i + 1;
+      i++;
+    }
   }
-  return skipWhitespace(bytes, i) === bytes.length ? { kind: "object", apiKey, model } : INVALID;
+  return INVALID;
 }

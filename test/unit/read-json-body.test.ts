@@ -7,6 +7,7 @@ import test from "ava";
 import fc from "fast-check";
 import {
   detectEncoding,
+  MAX_TOP_LEVEL_KEYS,
   mentionsCredential,
   scanJson,
   type TopLevelField,
@@ -70,16 +71,31 @@ test("documents that are not objects are 'other'", (t) => {
   t.pass();
 });
 
-test("never throws on arbitrary bytes; a malformed top level is invalid", (t) => {
+test("never throws on arbitrary bytes; an unclosed object or a malformed read value is invalid", (t) => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
       scanJson(bytes);
       return true;
     }),
   );
-  for (const text of ['{"a":1', '{"a" 1}', '{"a":1,}', '{"a":1}x', "{a:1}", '{"api_key":kg_x}']) {
+  for (const text of [
+    '{"a":1',
+    '{"a":"1}',
+    '{"a":1}x',
+    '{"a":[}',
+    '{"api_key":kg_x}',
+    '{"api_key":"a" "b"}',
+    '{"model":01}',
+  ]) {
     t.is(scanText(text).kind, "invalid", text);
   }
+});
+
+test("a top level with more keys than any LLM request is not read", (t) => {
+  const fields = (n: number) =>
+    `{${Array.from({ length: n }, (_, i) => `"k${i}":0`).join(",")},"api_key":"kg_x"}`;
+  t.like(scanText(fields(MAX_TOP_LEVEL_KEYS - 1)), { kind: "object", apiKey: { value: "kg_x" } });
+  t.is(scanText(fields(MAX_TOP_LEVEL_KEYS)).kind, "invalid");
 });
 
 test("the last of duplicate keys wins, as in Python and JavaScript", (t) => {
