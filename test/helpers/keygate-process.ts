@@ -37,6 +37,8 @@ export interface ExitStatus {
 }
 
 export interface KeygateProcess {
+  /** The server's process id (for /proc readings such as its CPU time). */
+  readonly pid: number;
   readonly grpcPort: number;
   readonly adminPort: number;
   /** Everything written to stdout and stderr so far. */
@@ -147,6 +149,7 @@ export async function startKeygate(options: StartKeygateOptions): Promise<Keygat
     clearTimeout(timer);
   }
   return {
+    pid: child.pid ?? 0,
     grpcPort,
     adminPort,
     output: () => all,
