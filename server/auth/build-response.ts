@@ -74,30 +74,31 @@ export function denialBody(type: DenialType, requestId: string): DenialBody {
   return { type, message: DENIAL_TYPES[type].message, request_id: requestId };
 }
 
+/** Headers a caller may put a credential in; none reaches the upstream unless keygate says so. */
+const CREDENTIAL_HEADERS = ["authorization", "x-api-key"] as const;
+
 function buildAllow(
   decision: Extract<Decision, { outcome: "allow" }>,
   options: ResponseOptions,
   context: ResponseContext,
 ): CheckResponse {
   const headers: HeaderValueOption[] = [];
-  const remove = new Set<string>();
   if (decision.upstreamKey !== null)
     headers.push(setHeader(options.upstreamHeader, decision.upstreamKey));
-  for (const location of decision.strip) {
-    const header = HEADER_OF[location];
-    if (header !== null) remove.add(header);
-  }
   // Identity cannot be spoofed: overwrite with the authenticated id, or remove what the client sent.
   if (decision.clientId !== null)
     headers.push(setHeader(options.clientIdHeader, decision.clientId));
-  else remove.add(options.clientIdHeader);
-  // The upstream header is keygate's alone: set by it, a provider key the caller brought in it, or removed.
-  if (decision.upstreamKey !== null) remove.delete(options.upstreamHeader);
-  else if (!decision.forward.some((location) => HEADER_OF[location] === options.upstreamHeader))
-    remove.add(options.upstreamHeader);
+  // Credential headers and the upstream header are keygate's alone: set by it, a provider
+  // key the caller brought passed on, or removed.
+  const kept = new Set<string>();
+  for (const header of headers) kept.add(header.header.key);
+  for (const location of decision.forward) kept.add(HEADER_OF[location] ?? "");
+  const remove: string[] = [];
+  for (const header of [...CREDENTIAL_HEADERS, options.upstreamHeader, options.clientIdHeader])
+    if (!kept.has(header) && !remove.includes(header)) remove.push(header);
   return {
     status: { code: 0 },
-    ok_response: { headers, headers_to_remove: [...remove] },
+    ok_response: { headers, headers_to_remove: remove },
     dynamic_metadata: metadata({
       client_id: decision.clientId,
       auth_mode: decision.authMode,

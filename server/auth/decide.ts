@@ -7,7 +7,7 @@
 import { isProviderKey } from "../crypto/secret-shapes.js";
 import type { DenialReason } from "../errors.js";
 import type { TokenMatch } from "../keystore/types.js";
-import type { BodyView, CredentialLocation, Extraction, Presented } from "./extract-credential.js";
+import type { BodyView, CredentialLocation, Extraction } from "./extract-credential.js";
 import { modelAllowed } from "./model-glob.js";
 import type { Policy } from "./policy.js";
 
@@ -52,9 +52,10 @@ export type Decision =
       readonly clientId: string | null;
       /** The key to put in the upstream header; null leaves it (byo/anonymous) or strips the credential (known/internal). */
       readonly upstreamKey: string | null;
-      /** Credential headers that must not reach the upstream (keygate tokens, anything not a provider key). */
-      readonly strip: readonly CredentialLocation[];
-      /** Credential headers passed on unchanged: a provider key the caller brought. */
+      /**
+       * Credential headers passed on unchanged: a provider key the caller brought, as
+       * `x-api-key` or `Authorization: Bearer`. Every other credential header is removed.
+       */
       readonly forward: readonly CredentialLocation[];
       /** In dry-run, the denial enforce would have sent. */
       readonly wouldDeny: DenialReason | null;
@@ -64,7 +65,6 @@ export type Decision =
 const PASS_UNCHANGED = {
   clientId: null,
   upstreamKey: null,
-  strip: [],
   forward: [],
   wouldDeny: null,
 } as const;
@@ -86,12 +86,8 @@ function routeAllowed(path: string, routes: readonly string[] | null): boolean {
   );
 }
 
-/** Every header that presented a credential: an authenticated request forwards none of them. */
-function credentialHeaders(presented: readonly Presented[]): CredentialLocation[] {
-  const headers: CredentialLocation[] = [];
-  for (const found of presented) if (found.location !== "body") headers.push(found.location);
-  return headers;
-}
+/** Where a provider key may be passed on: headers that hold nothing but the key. */
+const FORWARDABLE: ReadonlySet<CredentialLocation> = new Set(["x-api-key", "bearer"]);
 
 type ModelCheck = "allowed" | "forbidden" | "unreadable" | "truncated";
 
@@ -122,13 +118,11 @@ function decideKnown(input: DecisionInput, lookup: Extract<Lookup, { kind: "foun
     case "allowed":
       break;
   }
-  const strip = credentialHeaders(input.extraction.presented);
   // Literals rather than spreads of a shared base: this runs on every allowed Check.
   if (match.kind === "internal")
     return {
       outcome: "allow",
       clientId: id,
-      strip,
       forward: [],
       wouldDeny: null,
       authMode: "internal",
@@ -138,7 +132,6 @@ function decideKnown(input: DecisionInput, lookup: Extract<Lookup, { kind: "foun
   return {
     outcome: "allow",
     clientId: id,
-    strip,
     forward: [],
     wouldDeny: null,
     authMode: "known",
@@ -175,25 +168,24 @@ function decideStrict(input: DecisionInput, recognize: boolean): Decision {
 /**
  * The last phase for a request that passes without an authenticated client (anonymous,
  * bring your own key, dry-run, off): Apollo then reads the caller's own credential, so
- * nothing but a provider key may be left where it reads one. Headers holding anything
- * else are removed; a body, which ext_authz cannot rewrite, is refused.
+ * nothing but a provider key may be left where it reads one. Credential headers are
+ * removed unless they hold just a provider key (build-response); a body, which ext_authz
+ * cannot rewrite, is refused when it holds anything else or cannot be read.
  */
 function guardPass(decision: Decision, extraction: Extraction): Decision {
   if (decision.outcome !== "allow" || decision.clientId !== null) return decision;
   const { body } = extraction;
   // A broken JSON object may be one the upstream parses after all: never pass it unread.
-  if (body.kind === "invalid-json" || ("mentionsCredential" in body && body.mentionsCredential))
+  if (body.kind === "invalid-json" || ("mayHoldCredential" in body && body.mayHoldCredential))
     return deny("credential_unreadable");
-  const strip: CredentialLocation[] = [];
   const forward: CredentialLocation[] = [];
   for (const found of extraction.presented) {
     const provider = found.token !== null && isProviderKey(found.token);
     if (found.location === "body") {
       if (!provider) return deny(decision.wouldDeny ?? "credential_unknown");
-    } else (provider ? forward : strip).push(found.location);
+    } else if (provider && FORWARDABLE.has(found.location)) forward.push(found.location);
   }
-  if (strip.length === 0 && forward.length === 0) return decision;
-  return { ...decision, strip, forward };
+  return forward.length === 0 ? decision : { ...decision, forward };
 }
 
 /** Dry-run: enforce's allow as it is; what enforce would deny passes, with the reason kept. */

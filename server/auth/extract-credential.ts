@@ -10,9 +10,10 @@
 import { KEYGATE_TOKEN_MARK } from "../crypto/secret-shapes.js";
 import type { CheckAttributes } from "./check-attributes.js";
 import {
+  type JsonScan,
   mentionsCredential,
-  scanJson,
   type TopLevelField,
+  TopLevelReader,
   utf8JsonBytes,
 } from "./read-json-body.js";
 
@@ -32,8 +33,8 @@ export type BodyView =
    */
   | {
       readonly kind: "invalid-json" | "truncated" | "other";
-      /** Whether it holds something an upstream might take for a credential (kg_, api_key). */
-      readonly mentionsCredential: boolean;
+      /** Whether it may hold something an upstream could take for a credential (kg_, api_key). */
+      readonly mayHoldCredential: boolean;
     };
 
 /** A credential as presented in one place: a token, or something there that is not usable. */
@@ -69,27 +70,56 @@ export type Extraction = ExtractionResult & {
 };
 
 const ABSENT_BODY: BodyView = { kind: "absent" };
+const ENCODED_BODY: BodyView = { kind: "other", mayHoldCredential: true };
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 /** A token is one word: a comma is two headers joined by Envoy, whitespace is two values. */
 const NOT_ONE_TOKEN = /[\s,]/;
 
 /**
- * Reads the body as the upstream would parse it, whatever its declared content-type:
- * the upstream parses JSON regardless, so keygate must see what it will see.
+ * A body being read: finished at once when there is nothing to scan, else a reader the
+ * caller drives (all at once, or in slices between other work) and a finishing step.
  */
-export function viewBody(attributes: CheckAttributes): BodyView {
-  const { body } = attributes;
-  if (body === undefined || body.length === 0) return ABSENT_BODY;
-  const bytes = utf8JsonBytes(body);
-  const scan = bytes === undefined ? undefined : scanJson(bytes);
-  if (scan?.kind === "object") return { kind: "object", apiKey: scan.apiKey, model: scan.model };
-  const mentions = mentionsCredential(bytes ?? body);
+export type BodyReading =
+  | { readonly view: BodyView }
+  | { readonly reader: TopLevelReader; finish(scan: JsonScan): BodyView };
+
+function unreadable(attributes: CheckAttributes, bytes: Buffer, scan: JsonScan | null): BodyView {
+  const mentions = mentionsCredential(bytes);
   // A cut body cannot parse; that is a size problem, not a malformed request.
-  if (attributes.bodyTruncated) return { kind: "truncated", mentionsCredential: mentions };
+  if (attributes.bodyTruncated) return { kind: "truncated", mayHoldCredential: mentions };
   return {
     kind: scan?.kind === "invalid" ? "invalid-json" : "other",
-    mentionsCredential: mentions,
+    mayHoldCredential: mentions,
   };
+}
+
+/**
+ * Starts reading the body as the upstream would parse it, whatever its declared
+ * content-type: the upstream parses JSON regardless, so keygate must see what it will see.
+ */
+export function openBody(attributes: CheckAttributes): BodyReading {
+  const { body } = attributes;
+  if (body === undefined || body.length === 0) return { view: ABSENT_BODY };
+  // Compressed (or otherwise encoded) bytes cannot be searched: assume the worst.
+  const encoding = attributes.headers.get("content-encoding")?.trim().toLowerCase();
+  if (encoding !== undefined && encoding !== "" && encoding !== "identity")
+    return { view: ENCODED_BODY };
+  const bytes = utf8JsonBytes(body);
+  if (bytes === undefined) return { view: unreadable(attributes, body, null) };
+  return {
+    reader: new TopLevelReader(bytes),
+    finish: (scan) =>
+      scan.kind === "object"
+        ? { kind: "object", apiKey: scan.apiKey, model: scan.model }
+        : unreadable(attributes, bytes, scan),
+  };
+}
+
+/** The body read all at once. */
+export function viewBody(attributes: CheckAttributes): BodyView {
+  const reading = openBody(attributes);
+  if ("view" in reading) return reading.view;
+  return reading.finish(reading.reader.read(Number.POSITIVE_INFINITY) as JsonScan);
 }
 
 function presentToken(location: CredentialLocation, raw: string): Presented | undefined {
@@ -171,8 +201,8 @@ function resultOf(
 export function extractCredential(
   attributes: CheckAttributes,
   source: CredentialSource,
+  body: BodyView = viewBody(attributes),
 ): Extraction {
-  const body = viewBody(attributes);
   const presented: Presented[] = [];
   for (const found of [
     probeBody(body),

@@ -111,23 +111,14 @@ export function utf8JsonBytes(bytes: Uint8Array): Buffer | undefined {
 
 /** What an upstream could read as a credential: a keygate token, an `api_key` field. */
 const CREDENTIAL_MARKS = ["kg_", "api_key"] as const;
-const PERCENT = 0x25;
-
-/** The marks with any character percent-encoded, as a form body may carry them. */
-const PERCENT_ENCODED_MARK = new RegExp(
-  CREDENTIAL_MARKS.map((mark) =>
-    [...mark].map((c) => `(?:${c}|%${c.charCodeAt(0).toString(16).padStart(2, "0")})`).join(""),
-  ).join("|"),
-  "i",
-);
 
 /**
  * Whether a body keygate cannot parse holds a keygate token or an `api_key` field
- * anywhere, literally or percent-encoded, given as UTF-8 (see utf8JsonBytes).
+ * anywhere, given as UTF-8 (see utf8JsonBytes). Marks are searched literally: no form
+ * encoder percent-encodes letters or `_`, and the upstream parses JSON, not forms.
  */
 export function mentionsCredential(utf8: Buffer): boolean {
-  if (!utf8.includes(PERCENT)) return CREDENTIAL_MARKS.some((mark) => utf8.includes(mark));
-  return PERCENT_ENCODED_MARK.test(utf8.toString("latin1"));
+  return CREDENTIAL_MARKS.some((mark) => utf8.includes(mark));
 }
 
 const QUOTE = 0x22;
@@ -198,12 +189,18 @@ function trimEnd(bytes: Buffer, from: number, to: number): number {
   return end;
 }
 
+/**
+ * No token, provider key or model name comes near this; a longer value is kept as "other"
+ * without decoding it, so a 4 MiB `model` costs nothing but the skip.
+ */
+export const MAX_FIELD_BYTES = 4096;
+
 /** The value at bytes[from, to) (whitespace around it allowed), or undefined when it is not one JSON value. */
 function fieldAt(bytes: Buffer, from: number, to: number): TopLevelField | undefined {
   const start = skipWhitespace(bytes, from);
   const end = trimEnd(bytes, start, to);
   const c = bytes[start];
-  if (c === OPEN_ARRAY || c === OPEN_OBJECT) return OTHER;
+  if (c === OPEN_ARRAY || c === OPEN_OBJECT || end - start > MAX_FIELD_BYTES) return OTHER;
   if (c !== QUOTE) {
     const text = bytes.toString("latin1", start, end);
     return !SCALAR.test(text) ? undefined : text === "null" ? NULL : OTHER;
@@ -248,7 +245,7 @@ function slotOf(bytes: Buffer, from: number, to: number): FieldSlot {
   return key.value === "api_key" ? API_KEY : key.value === "model" ? MODEL : NO_FIELD;
 }
 
-/** What a byte means to skipNested: nothing, a quote, an opening or a closing bracket. */
+/** What a byte means to TopLevelReader.skipNested: nothing, a quote, an opening or a closing bracket. */
 const PLAIN = 0;
 const STRING = 1;
 const OPENS = 2;
@@ -260,84 +257,173 @@ BYTE_CLASS[OPEN_OBJECT] = OPENS;
 BYTE_CLASS[CLOSE_ARRAY] = CLOSES;
 BYTE_CLASS[CLOSE_OBJECT] = CLOSES;
 
-/**
- * Index just past the array or object opening at `from`, or BAD when it never closes.
- * The hottest loop for a hostile body: one table look-up per byte outside strings.
- */
-function skipNested(bytes: Buffer, from: number): number {
-  const n = bytes.length;
-  let depth = 0;
+/** Where TopLevelReader is in the top-level object's grammar. */
+enum At {
+  KeyOrEnd,
+  Key,
+  Colon,
+  Value,
+  AfterValue,
+}
+
+function isWhitespace(c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+}
+
+/** Index past a top-level scalar: up to the next separator, whitespace or bracket. */
+function scalarEnd(bytes: Buffer, from: number): number {
   let i = from;
-  while (i < n) {
-    const kind = BYTE_CLASS[bytes[i] as number];
-    if (kind === PLAIN) {
-      i++;
-    } else if (kind === STRING) {
-      i = skipString(bytes, i);
-      if (i === BAD) return BAD;
-    } else {
-      if (kind === OPENS) depth++;
-      else if (--depth === 0) return i + 1;
-      i++;
-    }
+  while (i < bytes.length) {
+    const c = bytes[i] as number;
+    if (c === COMMA || isWhitespace(c) || BYTE_CLASS[c] !== PLAIN) break;
+    i++;
   }
-  return BAD;
+  return i;
 }
 
 /**
- * Reads the top-level `api_key` and `model` of a JSON document (UTF-8 bytes) in one pass:
- * at the top level the first string after `{` or `,` is a key and its value is what
- * follows the colon; nested values are skipped by counting brackets outside strings. The
- * top level's punctuation is not checked beyond that (see the module comment); the values
- * read are. As in Python and JavaScript, the last of duplicate keys wins.
+ * Reads the top-level `api_key` and `model` of a JSON document (UTF-8 bytes) in one pass,
+ * resumable so that a large body can be read in slices. The top-level object's grammar
+ * is checked (string keys, colons, commas, valid scalars); nested values are skipped by
+ * counting brackets outside strings, one table look-up per byte (the hottest loop for a
+ * hostile body; long strings go to the native search) and are not validated (see the
+ * module comment). As in Python and JavaScript, the last of duplicate keys wins.
  */
-export function scanJson(input: Uint8Array): JsonScan {
-  const bytes = Buffer.isBuffer(input)
-    ? input
-    : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-  const n = bytes.length;
-  let i = skipWhitespace(bytes, 0);
-  if (bytes[i] !== OPEN_OBJECT) return NOT_OBJECT;
-  i++;
-  let apiKey = ABSENT;
-  let model = ABSENT;
-  let keys = 0;
-  /** Whether the next string is a key. */
-  let expectKey = true;
-  /** The field the current key names, and where its value starts once the colon is seen. */
-  let slot: FieldSlot = NO_FIELD;
-  let valueStart = BAD;
-  while (i < n) {
-    const c = bytes[i] as number;
-    if (c === QUOTE) {
-      const end = skipString(bytes, i);
-      if (end === BAD) return INVALID;
-      if (expectKey) {
-        if (++keys > MAX_TOP_LEVEL_KEYS) return INVALID;
-        slot = slotOf(bytes, i, end);
-        expectKey = false;
+export class TopLevelReader {
+  private readonly bytes: Buffer;
+  private i: number;
+  private at = At.KeyOrEnd;
+  private apiKey = ABSENT;
+  private model = ABSENT;
+  private keys = 0;
+  /** The field the current key names, and where its value starts. */
+  private slot: FieldSlot = NO_FIELD;
+  private valueStart = 0;
+  /** Brackets open inside the top-level value being skipped; 0 at the top level. */
+  private depth = 0;
+  private result: JsonScan | undefined;
+
+  constructor(input: Uint8Array) {
+    this.bytes = Buffer.isBuffer(input)
+      ? input
+      : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+    this.i = skipWhitespace(this.bytes, 0);
+    if (this.bytes[this.i] !== OPEN_OBJECT) this.result = NOT_OBJECT;
+    this.i++;
+  }
+
+  /** Bytes read so far. */
+  get offset(): number {
+    return this.i;
+  }
+
+  /** Reads on until about `until` (a byte offset); the result once the document is read, else undefined. */
+  read(until: number): JsonScan | undefined {
+    const { bytes } = this;
+    const stop = Math.min(until, bytes.length);
+    let i = this.i;
+    while (this.result === undefined && i < stop) {
+      if (this.depth > 0) {
+        i = this.skipNested(i, stop);
+        if (this.depth === 0) this.at = At.AfterValue;
+        continue;
       }
-      i = end;
-    } else if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
-      i = skipNested(bytes, i);
-      if (i === BAD) return INVALID;
-    } else if (c === COMMA || c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
-      if (valueStart !== BAD) {
-        const field = fieldAt(bytes, valueStart, i);
-        if (field === undefined) return INVALID;
-        if (slot === API_KEY) apiKey = field;
-        else model = field;
-      }
-      if (c !== COMMA)
-        return skipWhitespace(bytes, i + 1) === n ? { kind: "object", apiKey, model } : INVALID;
-      slot = NO_FIELD;
-      valueStart = BAD;
-      expectKey = true;
-      i++;
-    } else {
-      if (c === COLON && slot !== NO_FIELD) valueStart = i + 1;
-      i++;
+      const c = bytes[i] as number;
+      if (isWhitespace(c)) i++;
+      else i = this.step(i, c);
+    }
+    this.i = i;
+    if (this.result === undefined && i >= bytes.length) this.result = INVALID;
+    return this.result;
+  }
+
+  /** One token of the top-level grammar at i; the index after it. */
+  private step(i: number, c: number): number {
+    switch (this.at) {
+      case At.KeyOrEnd:
+        if (c === CLOSE_OBJECT) return this.end(i);
+        return this.key(i, c);
+      case At.Key:
+        return this.key(i, c);
+      case At.Colon:
+        if (c !== COLON) return this.fail();
+        this.at = At.Value;
+        this.valueStart = i + 1;
+        return i + 1;
+      case At.Value:
+        return this.value(i, c);
+      case At.AfterValue:
+        if (c !== COMMA && c !== CLOSE_OBJECT) return this.fail();
+        if (this.slot !== NO_FIELD && !this.record(i)) return this.fail();
+        if (c === CLOSE_OBJECT) return this.end(i);
+        this.at = At.Key;
+        return i + 1;
     }
   }
-  return INVALID;
+
+  private key(i: number, c: number): number {
+    if (c !== QUOTE || ++this.keys > MAX_TOP_LEVEL_KEYS) return this.fail();
+    const end = skipString(this.bytes, i);
+    if (end === BAD) return this.fail();
+    this.slot = slotOf(this.bytes, i, end);
+    this.at = At.Colon;
+    return end;
+  }
+
+  private value(i: number, c: number): number {
+    if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
+      this.depth = 1;
+      return i + 1;
+    }
+    const end = c === QUOTE ? skipString(this.bytes, i) : scalarEnd(this.bytes, i);
+    if (end === BAD || end === i) return this.fail();
+    if (c !== QUOTE && !SCALAR.test(this.bytes.toString("latin1", i, end))) return this.fail();
+    this.at = At.AfterValue;
+    return end;
+  }
+
+  /** Keeps the value of the field the current key names; false when it is not valid JSON. */
+  private record(end: number): boolean {
+    const field = fieldAt(this.bytes, this.valueStart, end);
+    if (field === undefined) return false;
+    if (this.slot === API_KEY) this.apiKey = field;
+    else this.model = field;
+    return true;
+  }
+
+  private end(at: number): number {
+    const done = skipWhitespace(this.bytes, at + 1) === this.bytes.length;
+    this.result = done ? { kind: "object", apiKey: this.apiKey, model: this.model } : INVALID;
+    return this.bytes.length;
+  }
+
+  private fail(): number {
+    this.result = INVALID;
+    return this.bytes.length;
+  }
+
+  private skipNested(from: number, stop: number): number {
+    const { bytes } = this;
+    let depth = this.depth;
+    let i = from;
+    while (i < stop) {
+      const kind = BYTE_CLASS[bytes[i] as number];
+      if (kind === PLAIN) i++;
+      else if (kind === STRING) {
+        i = skipString(bytes, i);
+        if (i === BAD) return this.fail();
+      } else {
+        i++;
+        if (kind === OPENS) depth++;
+        else if (--depth === 0) break;
+      }
+    }
+    this.depth = depth;
+    return i;
+  }
+}
+
+/** Reads a whole document at once: for bodies small enough not to be read in slices. */
+export function scanJson(input: Uint8Array): JsonScan {
+  return new TopLevelReader(input).read(Number.POSITIVE_INFINITY) as JsonScan;
 }

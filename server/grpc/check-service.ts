@@ -1,20 +1,23 @@
 /**
- * The Authorization/Check handler: decode → policy → extract → look up → decide →
- * respond, each phase a function of its own module. Anything unexpected denies (503),
- * and the callback is called exactly once.
+ * The Authorization/Check handler: decode → read the body → policy → extract → look up →
+ * decide → respond, each phase a function of its own module. A large body is read across
+ * turns of the event loop; everything after it is synchronous, so no Check spans a
+ * keystore generation switch. Anything unexpected denies (503), and the callback is
+ * called exactly once.
  */
 import type { ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { Metrics } from "../admin/metrics.js";
 import { buildResponse, type CheckResponse, type ResponseOptions } from "../auth/build-response.js";
-import { decodeCheckRequest } from "../auth/check-attributes.js";
+import { type CheckAttributes, decodeCheckRequest } from "../auth/check-attributes.js";
 import { decide } from "../auth/decide.js";
-import { extractCredential } from "../auth/extract-credential.js";
+import { type BodyView, extractCredential } from "../auth/extract-credential.js";
 import { resolvePolicy } from "../auth/policy.js";
 import type { Mode } from "../config.js";
 import type { KeystoreManager } from "../keystore/keystore-manager.js";
 import { lookupCredential } from "../keystore/lookup-credential.js";
 import type { UsageRecorder } from "../keystore/usage-recorder.js";
 import type { Logger } from "../logger.js";
+import { readBodyInSlices } from "./read-body-in-slices.js";
 import { recordDecision } from "./record-decision.js";
 import type { ThrottleGuard } from "./throttle-guard.js";
 
@@ -42,18 +45,14 @@ const THROTTLED = { kind: "throttled" } as const;
 /** Builds the Authorization service implementation. */
 export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplementation {
   const now = deps.now ?? Date.now;
-  function check(
-    call: ServerUnaryCall<unknown, CheckResponse>,
-    callback: sendUnaryData<CheckResponse>,
-  ): void {
-    const started = process.hrtime.bigint();
-    const attributes = decodeCheckRequest(call.request);
+
+  /** Every phase after reading the body; never throws. */
+  function respond(attributes: CheckAttributes, body: BodyView, started: bigint): CheckResponse {
     const generation = deps.keystore.generationId;
     const context = { requestId: attributes.requestId, generation };
-    let response: CheckResponse;
     try {
       const policy = resolvePolicy(deps.mode, attributes.contextExtensions);
-      const extraction = extractCredential(attributes, policy.source);
+      const extraction = extractCredential(attributes, policy.source, body);
       const at = now();
       const lookup =
         extraction.kind === "token" && deps.throttle?.refuses(attributes, at)
@@ -68,19 +67,45 @@ export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplem
         lookup,
         now: at,
       });
-      response = buildResponse(decision, deps.responseOptions, context);
+      const response = buildResponse(decision, deps.responseOptions, context);
       if (decision.outcome === "allow" && decision.clientId !== null)
         deps.usage?.record(decision.clientId, at);
       deps.throttle?.observe(attributes, decision, at);
       recordDecision(deps, { attributes, policy, lookup, decision, started });
+      return response;
     } catch (error) {
-      deps.logger.error(
-        { err: error, request_id: attributes.requestId },
-        "check failed inside keygate; denying",
-      );
-      response = buildResponse(INTERNAL_FAILURE, deps.responseOptions, context);
+      return failed(attributes, error);
     }
-    callback(null, response);
+  }
+
+  function failed(attributes: CheckAttributes, error: unknown): CheckResponse {
+    deps.logger.error(
+      { err: error, request_id: attributes.requestId },
+      "check failed inside keygate; denying",
+    );
+    const context = { requestId: attributes.requestId, generation: deps.keystore.generationId };
+    return buildResponse(INTERNAL_FAILURE, deps.responseOptions, context);
+  }
+
+  function check(
+    call: ServerUnaryCall<unknown, CheckResponse>,
+    callback: sendUnaryData<CheckResponse>,
+  ): void {
+    const started = process.hrtime.bigint();
+    const attributes = decodeCheckRequest(call.request);
+    let body: BodyView | Promise<BodyView>;
+    try {
+      body = readBodyInSlices(attributes);
+    } catch (error) {
+      callback(null, failed(attributes, error));
+      return;
+    }
+    if (body instanceof Promise)
+      body.then(
+        (view) => callback(null, respond(attributes, view, started)),
+        (error: unknown) => callback(null, failed(attributes, error)),
+      );
+    else callback(null, respond(attributes, body, started));
   }
   return { Check: check };
 }

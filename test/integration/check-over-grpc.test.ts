@@ -110,7 +110,8 @@ test("curl -H 'x-api-key: <prod>' → x-api-key is overwritten with the upstream
     checkRequest({ json: chat, headers: { "x-api-key": TOKENS.prod }, rawHeaders: true }),
   );
   t.deepEqual(setHeaders(response), { "x-api-key": UPSTREAM, "x-client-id": "lightning-prod" });
-  t.deepEqual(response.ok_response?.headers_to_remove ?? [], []);
+  // Only the other credential header is removed; x-api-key is overwritten, not removed.
+  t.deepEqual(response.ok_response?.headers_to_remove ?? [], ["authorization"]);
 });
 
 test("curl -u 'lightning:<prod>' → Basic works, the password is the token", async (t) => {
@@ -143,7 +144,7 @@ test("an internal client is allowed without a swap, its credential removed", asy
     checkRequest({ json: chat, headers: { "x-api-key": TOKENS.internal } }),
   );
   t.deepEqual(setHeaders(response), { "x-client-id": "batch-worker" });
-  t.deepEqual(response.ok_response?.headers_to_remove, ["x-api-key"]);
+  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["authorization", "x-api-key"]);
   t.like(response.dynamic_metadata?.fields, { auth_mode: { stringValue: "internal" } });
 });
 
@@ -267,8 +268,12 @@ test("recognize route (context_extensions) lets a provider key through untouched
   );
   t.is(response.status.code, 0);
   t.deepEqual(setHeaders(response), {});
-  // The upstream header is keygate's alone: one the caller sent is removed unless it held the key.
-  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["x-api-key", "x-client-id"]);
+  // Credential headers are keygate's alone: removed unless one held the provider key.
+  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), [
+    "authorization",
+    "x-api-key",
+    "x-client-id",
+  ]);
   t.like(response.dynamic_metadata?.fields, { auth_mode: { stringValue: "byo" } });
 });
 

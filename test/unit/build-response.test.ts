@@ -19,7 +19,6 @@ function allow(partial: Partial<Extract<Decision, { outcome: "allow" }>>): Decis
     authMode: "known",
     clientId: "c1",
     upstreamKey: "sk-up",
-    strip: [],
     forward: [],
     wouldDeny: null,
     ...partial,
@@ -32,8 +31,8 @@ function headersOf(response: CheckResponse): Record<string, string> {
   );
 }
 
-test("swap: sets the upstream key and client id, removes the bearer header that carried the token", (t) => {
-  const response = buildResponse(allow({ strip: ["bearer", "body"] }), OPTIONS, CONTEXT);
+test("swap: sets the upstream key and client id, removes every other credential header", (t) => {
+  const response = buildResponse(allow({}), OPTIONS, CONTEXT);
   t.is(response.status.code, 0);
   t.deepEqual(headersOf(response), { "x-api-key": "sk-up", "x-client-id": "c1" });
   t.deepEqual(response.ok_response?.headers_to_remove, ["authorization"]);
@@ -43,17 +42,13 @@ test("swap: sets the upstream key and client id, removes the bearer header that 
 });
 
 test("swap over x-api-key overwrites it instead of removing it", (t) => {
-  const response = buildResponse(allow({ strip: ["x-api-key"] }), OPTIONS, CONTEXT);
+  const response = buildResponse(allow({}), OPTIONS, CONTEXT);
   t.is(headersOf(response)["x-api-key"], "sk-up");
-  t.deepEqual(response.ok_response?.headers_to_remove, []);
+  t.false(response.ok_response?.headers_to_remove.includes("x-api-key"));
 });
 
 test("no upstream key: the credential headers are removed so the upstream uses its own key", (t) => {
-  const response = buildResponse(
-    allow({ upstreamKey: null, strip: ["x-api-key", "basic"] }),
-    OPTIONS,
-    CONTEXT,
-  );
+  const response = buildResponse(allow({ upstreamKey: null }), OPTIONS, CONTEXT);
   t.deepEqual(headersOf(response), { "x-client-id": "c1" });
   t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["authorization", "x-api-key"]);
 });
@@ -66,7 +61,12 @@ test("anonymous and byo passes remove a client-supplied client id and upstream h
       CONTEXT,
     );
     t.deepEqual(headersOf(response), {});
-    t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["x-client-id", "x-provider-key"]);
+    t.deepEqual(response.ok_response?.headers_to_remove?.sort(), [
+      "authorization",
+      "x-api-key",
+      "x-client-id",
+      "x-provider-key",
+    ]);
   }
 });
 
@@ -77,17 +77,30 @@ test("a provider key the caller brought in the upstream header is forwarded, not
     CONTEXT,
   );
   t.deepEqual(headersOf(response), {});
-  t.deepEqual(response.ok_response?.headers_to_remove, ["x-client-id"]);
+  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["authorization", "x-client-id"]);
+});
+
+test("a provider key brought as a Bearer token is forwarded in authorization", (t) => {
+  const response = buildResponse(
+    allow({ authMode: "byo", clientId: null, upstreamKey: null, forward: ["bearer"] }),
+    OPTIONS,
+    CONTEXT,
+  );
+  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["x-api-key", "x-client-id"]);
 });
 
 test("an internal client's request reaches the upstream without the upstream header", (t) => {
   const response = buildResponse(
-    allow({ authMode: "internal", upstreamKey: null, strip: ["bearer"] }),
+    allow({ authMode: "internal", upstreamKey: null }),
     { ...OPTIONS, upstreamHeader: "x-provider-key" },
     CONTEXT,
   );
   t.deepEqual(headersOf(response), { "x-client-id": "c1" });
-  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), ["authorization", "x-provider-key"]);
+  t.deepEqual(response.ok_response?.headers_to_remove?.sort(), [
+    "authorization",
+    "x-api-key",
+    "x-provider-key",
+  ]);
 });
 
 test("configured header names are used", (t) => {

@@ -31,8 +31,8 @@ function jsonBody(model?: string | "not-a-string"): BodyView {
   };
 }
 const JSON_BODY = jsonBody("claude-sonnet-4");
-const UNREADABLE = { kind: "invalid-json", mentionsCredential: false } as const;
-const TRUNCATED = { kind: "truncated", mentionsCredential: false } as const;
+const UNREADABLE = { kind: "invalid-json", mayHoldCredential: false } as const;
+const TRUNCATED = { kind: "truncated", mayHoldCredential: false } as const;
 
 const client: TokenMatch = {
   generation: 1,
@@ -325,7 +325,7 @@ for (const row of rows) {
       t.is(decision.wouldDeny, enforced.reason);
       t.is(decision.clientId, null);
       t.is(decision.upstreamKey, null);
-      t.deepEqual(decision.strip, headersToStrip(row.input));
+      t.deepEqual(decision.forward, headersToForward(row.input));
     } else {
       t.deepEqual(decision, enforced);
     }
@@ -340,7 +340,7 @@ for (const row of rows) {
       authMode: "anonymous",
       clientId: null,
       upstreamKey: null,
-      strip: headersToStrip(row.input),
+      forward: headersToForward(row.input),
       wouldDeny: null,
     });
   });
@@ -351,26 +351,27 @@ function unreadableBody(input: Row["input"]): boolean {
   return input.extraction?.body.kind === "invalid-json";
 }
 
-/** The credential headers of a request that are not provider keys: what a pass must remove. */
-function headersToStrip(input: Row["input"]): string[] {
+/** The credential headers a pass forwards: provider keys, as x-api-key or Bearer. */
+function headersToForward(input: Row["input"]): string[] {
   return (input.extraction?.presented ?? [])
-    .filter((found) => found.token === null || !isProviderKey(found.token))
+    .filter((found) => found.token !== null && isProviderKey(found.token))
+    .filter((found) => found.location === "bearer" || found.location === "x-api-key")
     .map((found) => found.location);
 }
 
-test("a swap carries the client's upstream key and strips where the token was", (t) => {
+test("a swap carries the client's upstream key and forwards no credential header", (t) => {
   const decision = run("enforce", { extraction: token(), lookup: found() });
   t.like(decision, {
     outcome: "allow",
     clientId: "lightning-prod",
     upstreamKey: "sk-ant-upstream",
-    strip: ["bearer"],
+    forward: [],
   });
 });
 
-test("a client without an upstream key is allowed with its credential stripped and no key set", (t) => {
+test("a client without an upstream key is allowed with no key set and no credential forwarded", (t) => {
   const decision = run("enforce", { extraction: token(), lookup: found({}, "none") });
-  t.like(decision, { outcome: "allow", authMode: "known", upstreamKey: null, strip: ["bearer"] });
+  t.like(decision, { outcome: "allow", authMode: "known", upstreamKey: null, forward: [] });
 });
 
 test("denials of a known client name the client for the logs", (t) => {
