@@ -4,14 +4,17 @@
  * unary Check calls each, a warm-up, then a measured window. Every answer is judged
  * (a denial or a wrong header swap is counted, never timed as a success), latencies are
  * taken with process.hrtime, and the server's CPU time over the window is read from
- * /proc. Usage: load-generator.ts <spec.json>; prints one JSON line (LoadResult).
+ * /proc. With `ratePerSecond` the load is open instead: calls start on a fixed schedule
+ * (round-robin over the connections) whatever is still in flight, as Envoy's traffic
+ * would, so a stalled server piles calls up rather than slowing the load down.
+ * Usage: load-generator.ts <spec.json>; prints one JSON line (LoadResult).
  */
 import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { type CallResult, GrpcH2Channel } from "./grpc-h2-client.js";
-import { busyCores, type CpuSnapshot, cpuSnapshot } from "./machine-load.js";
+import { busyCores, type CpuSnapshot, cpuSnapshot, processCpuTicks } from "./machine-load.js";
 import { quantile, round } from "./stats.js";
-import { type Expectation, judge, type WorkloadRequest } from "./workload.js";
+import { type Expectation, judge, prepareJudge, type WorkloadRequest } from "./workload.js";
 
 export interface LoadSpec {
   readonly port: number;
@@ -26,6 +29,8 @@ export interface LoadSpec {
   readonly serverPid: number;
   /** Kernel clock ticks per second (getconf CLK_TCK), for /proc/<pid>/stat. */
   readonly clockTicks: number;
+  /** Open loop: start this many calls per second (inflightPerSession is then ignored). */
+  readonly ratePerSecond?: number;
 }
 
 export interface LoadResult {
@@ -53,26 +58,18 @@ export interface LoadResult {
   readonly loadGeneratorCpuCores: number;
   /** CPU used over the window by everything but the server and the load generator (other people's work). */
   readonly backgroundCpuCores: number | null;
+  /** Open loop only: how late calls started against their schedule (the generator's own lag), µs. */
+  readonly scheduleLagUs?: { readonly p99: number; readonly max: number };
 }
 
 /** Hard stop beyond warm-up and window: a wedged server must not hang the benchmark. */
 const GRACE_MS = 10_000;
 
-function processCpuTicks(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // Fields after the command: state is #3, utime #14, stime #15 (1-based, proc(5)).
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return null;
-  }
-}
-
 async function run(spec: LoadSpec): Promise<LoadResult> {
   const payloads = spec.requests.map((request) => Buffer.from(request.framedBase64, "base64"));
   const expectations: (Expectation | null)[] = spec.requests.map((request) => request.expect);
   if (payloads.length === 0) throw new Error("no requests in the load spec");
+  prepareJudge();
 
   const channels: GrpcH2Channel[] = [];
   for (let i = 0; i < spec.sessions; i++) channels.push(await GrpcH2Channel.connect(spec.port));
@@ -148,8 +145,46 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
       else if (inflight === 0) onDrained();
     });
   };
-  for (const channel of channels) {
-    for (let i = 0; i < spec.inflightPerSession; i++) issue(channel);
+  const lags: number[] = [];
+  const rate = spec.ratePerSecond;
+  if (rate !== undefined && rate > 0) {
+    const openLoop = (result: CallResult, t0: bigint, expect: Expectation | null) => {
+      const elapsedUs = Number(process.hrtime.bigint() - t0) / 1000;
+      inflight--;
+      if (measuring) {
+        const { verdict, code } = judge(result, expect);
+        if (verdict === "allow") allowed++;
+        else if (verdict === "mismatch") mismatched++;
+        else if (verdict === "deny") denied[code] = (denied[code] ?? 0) + 1;
+        else transportErrors++;
+        if (measured < spec.maxCalls) samples[measured++] = elapsedUs;
+      }
+      if (inflight === 0 && (stopping || performance.now() >= windowEnd)) onDrained();
+    };
+    const intervalMs = 1000 / rate;
+    let sent = 0;
+    const tick = () => {
+      const now = performance.now();
+      while (!stopping && now < windowEnd && started + sent * intervalMs <= now) {
+        const due = started + sent * intervalMs;
+        const index = next;
+        next = (next + 1) % payloads.length;
+        const channel = channels[sent % channels.length] as GrpcH2Channel;
+        sent++;
+        if (measuring) lags.push((now - due) * 1000);
+        const expect = expectations[index] ?? null;
+        const t0 = process.hrtime.bigint();
+        inflight++;
+        channel.call(payloads[index] as Buffer, (result) => openLoop(result, t0, expect));
+      }
+      if (!stopping && performance.now() < windowEnd) setTimeout(tick, 1);
+      else if (inflight === 0) onDrained();
+    };
+    tick();
+  } else {
+    for (const channel of channels) {
+      for (let i = 0; i < spec.inflightPerSession; i++) issue(channel);
+    }
   }
   const hardStop = setTimeout(onDrained, spec.warmupMs + spec.durationMs + GRACE_MS);
   await drained;
@@ -192,6 +227,20 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
       machineBusyCores === null || serverCores === null
         ? null
         : round(Math.max(0, machineBusyCores - serverCores - ownCores), 3),
+    ...(rate === undefined
+      ? {}
+      : {
+          scheduleLagUs: {
+            p99: round(
+              quantile(
+                lags.sort((a, b) => a - b),
+                0.99,
+              ),
+              1,
+            ),
+            max: round(lags[lags.length - 1] ?? Number.NaN, 1),
+          },
+        }),
   };
 }
 

@@ -3,7 +3,7 @@
  * engineers' builds and tests, so each measurement waits (boundedly) for a quiet moment
  * and records how much CPU other processes used while it ran.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 export interface CpuSnapshot {
   /** Jiffies spent busy (user, nice, system, irq, softirq, steal) over all CPUs. */
@@ -21,6 +21,43 @@ export function cpuSnapshot(): CpuSnapshot | null {
     const busy =
       (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0);
     return { busy, total: busy + (idle ?? 0) + (iowait ?? 0) };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU time (user + system, all threads) a process has used, in clock ticks; null when gone. */
+export function processCpuTicks(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields after the command: state is #3, utime #14, stime #15 (1-based, proc(5)).
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Time a process's live threads have spent on a CPU, in nanoseconds, from
+ * /proc/<pid>/task/<tid>/schedstat (the scheduler's own clock); null when unreadable.
+ * Unlike utime + stime it is not sampled at clock ticks: with tick accounting
+ * (CONFIG_TICK_CPU_ACCOUNTING) and idle ticks stopped, a process woken from idle for a
+ * short burst tends to be running when the re-armed tick fires and is charged the whole
+ * tick, so utime + stime overstate the cost of work done in short bursts (a lone Check,
+ * an HTTP/2 body arriving window by window). Threads that have exited are not counted.
+ */
+export function processRuntimeNs(pid: number): number | null {
+  try {
+    let total = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        // The thread exited between the listing and the read.
+      }
+    }
+    return total;
   } catch {
     return null;
   }

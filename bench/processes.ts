@@ -218,10 +218,17 @@ export interface GatedLoadResult extends LoadResult {
 
 /**
  * Waits for a quiet machine, runs the load generator and returns its result.
+ * `afterQuiet` runs once the machine is quiet, just before the load generator starts
+ * (to start other traffic that must overlap the window without holding up the wait).
  * @throws Error with its output when it fails.
  */
-export async function runLoad(spec: LoadSpec, specPath: string): Promise<GatedLoadResult> {
+export async function runLoad(
+  spec: LoadSpec,
+  specPath: string,
+  afterQuiet?: () => void | Promise<void>,
+): Promise<GatedLoadResult> {
   const quietWait = await awaitQuiet();
+  await afterQuiet?.();
   writeFileSync(specPath, JSON.stringify(spec));
   const child = spawnNode(LOAD_GENERATOR, [specPath], environmentWithoutKeygate());
   const code = await new Promise<number | null>((resolve) =>

@@ -2,9 +2,12 @@
  * keygate benchmark (`npm run bench`; `BENCH_QUICK=1` for a fast smoke run).
  * Sections, in order: "check" (keygate vs a bare grpc-js floor over real gRPC),
  * "keystore scale" (10 / 10 000 / 100 000 clients: sync, reload, revocation, Check
- * latency, memory) and "hot path" (where keygate's per-Check CPU goes). Prints a table
- * and writes bench/results/latest.json and latest.md with the machine, parameters,
- * numbers and PASS/FAIL per target.
+ * latency, memory), "hot path" (where keygate's per-Check CPU goes) and "hostile"
+ * (4 MiB hostile bodies: CPU per Check, and normal p99 while one client sends them).
+ * Prints a table and writes bench/results/latest.json and latest.md with the machine,
+ * parameters, numbers and PASS/FAIL per target. `npm run bench -- --only hostile` (or
+ * check, scale, hot-path) runs one section and writes bench/results/<section>.json and
+ * .md instead, leaving the full run's latest.* alone.
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -13,6 +16,11 @@ import os from "node:os";
 import path from "node:path";
 import { SERVER_NODE_FLAGS } from "../server/node-flags.js";
 import { type CheckParams, type CheckSectionResult, runCheckSection } from "./check-section.js";
+import {
+  type HostileParams,
+  type HostileSectionResult,
+  runHostileSection,
+} from "./hostile-section.js";
 import {
   type HotPathParams,
   type HotPathSectionResult,
@@ -32,7 +40,7 @@ import {
   type QuietGate,
 } from "./processes.js";
 import { markdownTable, type Target, targetRows, textTable } from "./report.js";
-import { round } from "./stats.js";
+import { median, round } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const RESULTS_DIR = path.join(BENCH_DIR, "results");
@@ -95,6 +103,57 @@ const QUIET_GATE: QuietGate = QUICK
 const HOT_PATH_PARAMS: HotPathParams = QUICK
   ? { iterations: 2000, rounds: 3 }
   : { iterations: 20_000, rounds: 5 };
+
+const HOSTILE_PARAMS: HostileParams = QUICK
+  ? {
+      bodyBytes: 4 * 1024 * 1024,
+      cpuRepetitions: 1,
+      minCalls: 2,
+      minServerCpuMs: 100,
+      maxCalls: 5000,
+      maxMsPerMeasurement: 5000,
+      warmupCalls: 500,
+      normalRatePerSecond: 400,
+      normalSessions: 2,
+      warmupMs: 500,
+      durationMs: 2000,
+      p99Repetitions: 1,
+      phaseRounds: 1,
+    }
+  : {
+      bodyBytes: 4 * 1024 * 1024,
+      cpuRepetitions: 3,
+      minCalls: 2,
+      // 100 Hz clock ticks: 250 ms of CPU keeps the rounding under 4 %.
+      minServerCpuMs: 250,
+      maxCalls: 20_000,
+      maxMsPerMeasurement: 15_000,
+      warmupCalls: 3000,
+      normalRatePerSecond: 400,
+      normalSessions: 2,
+      warmupMs: 1000,
+      durationMs: 4000,
+      // Five: on 2 shared cores one run's p99 swings by 2x (the ratio compares medians).
+      p99Repetitions: 5,
+      phaseRounds: 3,
+    };
+
+const SECTIONS = ["check", "scale", "hot-path", "hostile"] as const;
+type Section = (typeof SECTIONS)[number];
+
+/**
+ * The sections to run: all, or the one named by `--only <section>`.
+ * @throws Error on an unknown flag or section.
+ */
+function selectedSections(argv: readonly string[]): { only: Section | null } {
+  if (argv.length === 0) return { only: null };
+  const [flag, name] = argv;
+  const section = SECTIONS.find((s) => s === name);
+  if (flag !== "--only" || section === undefined || argv.length !== 2) {
+    throw new Error(`usage: npm run bench [-- --only ${SECTIONS.join("|")}]`);
+  }
+  return { only: section };
+}
 
 function git(args: string[]): string {
   try {
@@ -247,39 +306,120 @@ function hotPathTable(hot: HotPathSectionResult): string[][] {
   ];
 }
 
+function hostileCpuTable(hostile: HostileSectionResult): string[][] {
+  return [
+    [
+      "server",
+      "body",
+      "content-type",
+      "bytes",
+      "server CPU ms/check",
+      "(schedstat)",
+      "wall p50 ms",
+      "wall max ms",
+      "calls × runs",
+      "answer",
+    ],
+    ...hostile.shapes.map((s) => [
+      s.server,
+      s.shape,
+      s.contentType,
+      String(s.bodyBytes),
+      String(s.serverCpuMsPerCheck),
+      String(s.schedstatMsPerCheck ?? "n/a"),
+      String(s.wallMsP50),
+      String(s.wallMsMax),
+      `${median(s.measurements.map((m) => m.calls))} × ${s.measurements.length}`,
+      s.answer,
+    ]),
+  ];
+}
+
+function hostileLoadTable(hostile: HostileSectionResult): string[][] {
+  return [
+    [
+      "server",
+      "normal load",
+      "checks/s",
+      "p50 µs",
+      "p99 µs",
+      "max µs",
+      "server cores busy",
+      "hostile calls/s",
+      "event loop max ms",
+      "not allowed",
+    ],
+    ...hostile.load.map((l) => [
+      l.server,
+      l.mode === "quiet" ? "quiet" : "with one hostile client",
+      String(l.throughput),
+      String(l.p50Us),
+      String(l.p99Us),
+      String(l.maxUs),
+      String(l.serverCpuCores ?? "n/a"),
+      String(l.hostileCallsPerSecond ?? ""),
+      String(l.serverEventLoopMaxMs ?? "n/a"),
+      l.server === "keygate" ? String(l.notAllowed) : "",
+    ]),
+  ];
+}
+
+function hostilePhaseTable(hostile: HostileSectionResult): string[][] {
+  return [
+    ["body", "protobuf decode ms", "decodeCheckRequest ms", "extractCredential ms", "result"],
+    ...hostile.phases.map((p) => [
+      p.shape,
+      String(p.protobufDecodeMs),
+      String(p.decodeCheckRequestMs),
+      String(p.extractCredentialMs),
+      p.extraction,
+    ]),
+  ];
+}
+
+function hostileMarkdown(hostile: HostileSectionResult): string {
+  const p = hostile.params;
+  return `## Hostile bodies (issue 8)
+
+Real gRPC to \`keygate serve\` (5 clients, KEYGATE_LOG_LEVEL=warn) and to the floor (bare grpc-js: gRPC receive + protobuf decode, a fixed allow), over 127.0.0.1, no credential in any header. Bodies are packed as \`raw_body\` bytes under the declared content-type. Server CPU per Check: /proc/<pid>/stat utime + stime (all threads) over back-to-back calls, one in flight, until at least ${p.minCalls} calls and ${p.minServerCpuMs} ms of server CPU (at most ${p.maxCalls} calls or ${p.maxMsPerMeasurement / 1000} s), read 100 ms after the last answer so the collection of its garbage counts ("(schedstat)": the same from the scheduler's nanosecond clock, /proc/<pid>/task/*/schedstat, as a cross-check of the 10 ms ticks); each server first gets ${p.warmupCalls} normal calls and one of each body (JIT warm-up); medians of ${p.cpuRepetitions} repetitions, shapes interleaved. Wall: client-side time per call (sending 4 MiB over HTTP/2 included).
+
+${markdownTable(hostileCpuTable(hostile))}
+
+Worst: ${hostile.worstShape}, ${hostile.worstCpuMsPerCheck} ms CPU per Check.
+
+Normal Checks under an open-loop load of ${p.normalRatePerSecond} calls/s (${p.normalSessions} HTTP/2 connections, the 2 KB messages body with a known token, every answer judged), warm-up ${p.warmupMs} ms, window ${p.durationMs} ms; quiet, then with one hostile client sending ${hostile.hostileLoadShape} back to back on its own connection (one call in flight), alternated × ${p.p99Repetitions} per server; medians. "event loop max": keygate's longest event-loop delay over the run (prom-client's \`monitorEventLoopDelay\` gauge). keygate hostile p99 / quiet p99 = **${hostile.p99Ratio}×**; the floor's = ${hostile.floorP99Ratio}×.
+
+${markdownTable(hostileLoadTable(hostile))}
+
+Where a 4 MiB Check's time goes before the lookup, in-process on the real modules (fastest of ${p.phaseRounds}):
+
+${markdownTable(hostilePhaseTable(hostile))}
+`;
+}
+
 function writeAtomically(file: string, text: string): void {
   const temp = `${file}.tmp`;
   writeFileSync(temp, text);
   renameSync(temp, file);
 }
 
-function markdownReport(results: {
+interface Results {
   date: string;
   quick: boolean;
   machine: ReturnType<typeof machine>;
   runtimeSeconds: number;
-  check: CheckSectionResult;
-  scale: ScaleSectionResult;
-  hotPath: HotPathSectionResult;
+  check?: CheckSectionResult;
+  scale?: ScaleSectionResult;
+  hotPath?: HotPathSectionResult;
+  hostile?: HostileSectionResult;
   targets: readonly Target[];
   quietGate: QuietGate;
   loadAverageAtEnd: number[];
-}): string {
-  const { check, scale, hotPath, machine: m } = results;
-  const revocationNote = scale.sizes.some((size) => size.revocation.mechanism === "sighup")
-    ? "\n**Revocation was measured from SIGHUP**: saving the file alone did not revoke the token within the watch window, so no file watcher was active in the server that ran. The figures are SIGHUP → first denial, not save → first denial.\n"
-    : "";
-  return `# keygate benchmark results
+}
 
-${results.quick ? "**BENCH_QUICK=1 smoke run: short windows, smaller keystores; not for comparison.**\n\n" : ""}Date: ${results.date} · runtime ${results.runtimeSeconds} s · \`npm run bench\`
-
-Machine: ${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, ${m.kernel}, Node ${m.node}, load average at start ${m.loadAverageAtStart.join(" / ")}, at end ${results.loadAverageAtEnd.join(" / ")}; git ${m.gitCommit} plus ${m.uncommittedServerFiles.length} uncommitted change(s) under server/ (shared checkout; sources sha256 ${m.serverSourceSha256}: ${m.uncommittedServerFiles.join(", ") || "none"}).
-
-## Targets
-
-${markdownTable(targetRows(results.targets))}
-${revocationNote}
-## Check: keygate vs the floor
+function checkMarkdown(check: CheckSectionResult, results: Results): string {
+  const m = results.machine;
+  return `## Check: keygate vs the floor
 
 Real gRPC over 127.0.0.1. Load generator: a separate process, ${check.params.sessions} HTTP/2 connections × ${check.params.inflightPerSession} calls in flight (closed loop), warm-up ${check.params.warmupMs} ms, window ${check.params.durationMs} ms; "serial" is 1 call in flight for ${check.params.serialDurationMs} ms. Runs alternate floor, keygate × ${check.params.repetitions}; figures are medians. Request: POST /v1/messages, ${check.requestBodyBytes}-byte JSON body (\`api_key\` of one of ${check.params.clients} known clients, \`raw_body\` as with \`pack_as_bytes\`), CheckRequest ${check.checkRequestBytes} bytes. keygate: \`keygate serve\` (real SQLite keystore, enc: upstream keys, KEYGATE_LOG_LEVEL=warn). Floor: \`bench/floor-server.ts\` (same protos, fixed allow). Both run with the server's production Node flags (\`${SERVER_NODE_FLAGS.join(" ")}\`, server/node-flags.ts). Every answer is judged: an allow counts only with the expected \`x-api-key\` and \`x-client-id\`.
 
@@ -288,29 +428,61 @@ ${markdownTable(checkTable(check))}
 ${check.sanity.map((line) => `- ${line}`).join("\n")}
 
 Both servers and the load generator share ${m.cpus} cores, so "server cores busy" shows whether a server was the bottleneck; server CPU µs per check (from /proc, all threads, user + system) is the figure least disturbed by that sharing. The machine is also shared with other engineers' builds and tests: before every run the benchmark waits up to ${results.quietGate.maxWaitMs / 1000} s for the whole machine to use under ${results.quietGate.thresholdCores} cores, and "other processes' cores" is what everything else used during the measured window (from /proc/stat). Runs during which other processes used 0.3 cores or more are kept in latest.json but left out of the medians when quieter runs of the same kind exist ("runs in median").
+`;
+}
 
-## Keystore scale
+function scaleMarkdown(scale: ScaleSectionResult): string {
+  return `## Keystore scale
 
 In-process timings (the compiled keystore modules, on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\` = initial sync; then a one-line edit (one client disabled) reloaded through \`KeystoreManager.reload()\` (the server's path: a worker thread reads, hashes, parses, applies; the main thread switches generation, "edit live after"; the worker then sends the upstream-key warnings and the change report and prunes, and the reload resolves), during which the main thread issues the write \`UsageRecorder\` flushes every few seconds (\`store.recordUsage\`, every 100 ms here) and the longest one is reported: a write that waits for the worker's lock stalls every Check. Store lookup: \`KeystoreStore.lookup\` over the sampled digests. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce). RSS: VmRSS after start-up, 2 s after the revocation's reload (the sync worker still alive), and once the idle sync worker has been retired (12.5 s after the last reload); peak: VmHWM over the server's life (initial load included).
 
 ${markdownTable(scaleTable(scale))}
+`;
+}
 
-## Hot path: where keygate's per-Check CPU goes
+function hotPathMarkdown(hotPath: HotPathSectionResult): string {
+  return `## Hot path: where keygate's per-Check CPU goes
 
 In-process, real modules, the same request; ns per call, fastest of ${hotPath.params.rounds} rounds × ${hotPath.params.iterations} iterations (on a shared machine interference only adds time).
 
 ${markdownTable(hotPathTable(hotPath))}
+`;
+}
 
-Raw runs and every parameter: \`bench/results/latest.json\`.
+function markdownReport(results: Results, jsonName: string): string {
+  const { check, scale, hotPath, hostile, machine: m } = results;
+  const revocationNote = scale?.sizes.some((size) => size.revocation.mechanism === "sighup")
+    ? "\n**Revocation was measured from SIGHUP**: saving the file alone did not revoke the token within the watch window, so no file watcher was active in the server that ran. The figures are SIGHUP → first denial, not save → first denial.\n"
+    : "";
+  const sections = [
+    check ? checkMarkdown(check, results) : "",
+    scale ? scaleMarkdown(scale) : "",
+    hotPath ? hotPathMarkdown(hotPath) : "",
+    hostile ? hostileMarkdown(hostile) : "",
+  ].filter((text) => text !== "");
+  return `# keygate benchmark results
+
+${results.quick ? "**BENCH_QUICK=1 smoke run: short windows, smaller keystores; not for comparison.**\n\n" : ""}Date: ${results.date} · runtime ${results.runtimeSeconds} s · \`npm run bench${jsonName === "latest" ? "" : ` -- --only ${jsonName}`}\`
+
+Machine: ${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, ${m.kernel}, Node ${m.node}, load average at start ${m.loadAverageAtStart.join(" / ")}, at end ${results.loadAverageAtEnd.join(" / ")}; git ${m.gitCommit} plus ${m.uncommittedServerFiles.length} uncommitted change(s) under server/ (shared checkout; sources sha256 ${m.serverSourceSha256}: ${m.uncommittedServerFiles.join(", ") || "none"}).
+
+## Targets
+
+${markdownTable(targetRows(results.targets))}
+${revocationNote}
+${sections.join("\n")}
+Raw runs and every parameter: \`bench/results/${jsonName}.json\`.
 `;
 }
 
 async function main(): Promise<void> {
+  const { only } = selectedSections(process.argv.slice(2));
+  const runs = (section: Section) => only === null || only === section;
   const started = performance.now();
   const date = new Date().toISOString();
   const info = machine();
   log(
-    `keygate bench${QUICK ? " (BENCH_QUICK)" : ""}: ${info.cpuModel}, ${info.cpus} CPUs, Node ${info.node}`,
+    `keygate bench${QUICK ? " (BENCH_QUICK)" : ""}${only ? ` --only ${only}` : ""}: ${info.cpuModel}, ${info.cpus} CPUs, Node ${info.node}`,
   );
 
   configureQuietGate(QUIET_GATE);
@@ -321,44 +493,72 @@ async function main(): Promise<void> {
       : `built into bench/.build with tsc exit ${build.exitCode} (type errors in the shared checkout; emitted anyway):\n${build.diagnostics}`,
   );
 
-  log("\n== check: keygate vs floor ==");
-  const check = await runCheckSection(CHECK_PARAMS, log);
-  log("\n== keystore scale ==");
-  const scale = await runKeystoreScaleSection(SCALE_PARAMS, log);
-  log("\n== hot path ==");
-  const hotPath = await runHotPathSection(HOT_PATH_PARAMS);
+  let check: CheckSectionResult | undefined;
+  let scale: ScaleSectionResult | undefined;
+  let hotPath: HotPathSectionResult | undefined;
+  let hostile: HostileSectionResult | undefined;
+  if (runs("check")) {
+    log("\n== check: keygate vs floor ==");
+    check = await runCheckSection(CHECK_PARAMS, log);
+  }
+  if (runs("scale")) {
+    log("\n== keystore scale ==");
+    scale = await runKeystoreScaleSection(SCALE_PARAMS, log);
+  }
+  if (runs("hot-path")) {
+    log("\n== hot path ==");
+    hotPath = await runHotPathSection(HOT_PATH_PARAMS);
+  }
+  if (runs("hostile")) {
+    log("\n== hostile bodies ==");
+    hostile = await runHostileSection(HOSTILE_PARAMS, log);
+  }
 
-  const targets = [...check.targets, ...scale.targets];
+  const targets = [
+    ...(check?.targets ?? []),
+    ...(scale?.targets ?? []),
+    ...(hostile?.targets ?? []),
+  ];
   const runtimeSeconds = round((performance.now() - started) / 1000, 1);
   const results = {
     quietGate: QUIET_GATE,
     loadAverageAtEnd: os.loadavg().map((value) => round(value, 2)),
     date,
     quick: QUICK,
+    only,
     machine: info,
     build,
     runtimeSeconds,
     parameters: {
-      check: CHECK_PARAMS,
-      scale: SCALE_PARAMS,
-      hotPath: HOT_PATH_PARAMS,
+      ...(check ? { check: CHECK_PARAMS } : {}),
+      ...(scale ? { scale: SCALE_PARAMS } : {}),
+      ...(hotPath ? { hotPath: HOT_PATH_PARAMS } : {}),
+      ...(hostile ? { hostile: HOSTILE_PARAMS } : {}),
       quietGate: QUIET_GATE,
     },
     targets,
     check,
     scale,
     hotPath,
+    hostile,
   };
+  // A one-section run leaves the full run's latest.* alone.
+  const name = only ?? "latest";
   mkdirSync(RESULTS_DIR, { recursive: true });
-  writeAtomically(path.join(RESULTS_DIR, "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
-  writeAtomically(path.join(RESULTS_DIR, "latest.md"), markdownReport(results));
+  writeAtomically(path.join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  writeAtomically(path.join(RESULTS_DIR, `${name}.md`), markdownReport(results, name));
 
-  log(`\n${textTable(checkTable(check))}`);
-  log(`\n${textTable(scaleTable(scale))}`);
-  log(`\n${textTable(hotPathTable(hotPath))}`);
+  if (check) log(`\n${textTable(checkTable(check))}`);
+  if (scale) log(`\n${textTable(scaleTable(scale))}`);
+  if (hotPath) log(`\n${textTable(hotPathTable(hotPath))}`);
+  if (hostile) {
+    log(`\n${textTable(hostileCpuTable(hostile))}`);
+    log(`\n${textTable(hostileLoadTable(hostile))}`);
+    log(`\n${textTable(hostilePhaseTable(hostile))}`);
+  }
   log(`\n${textTable(targetRows(targets))}`);
   log(
-    `\n${targets.filter((t) => t.pass).length}/${targets.length} targets pass; ${runtimeSeconds} s; wrote bench/results/latest.json and latest.md`,
+    `\n${targets.filter((t) => t.pass).length}/${targets.length} targets pass; ${runtimeSeconds} s; wrote bench/results/${name}.json and ${name}.md`,
   );
 }
 

@@ -93,6 +93,15 @@ interface DecodedResponse {
 
 let deserialize: ((bytes: Buffer) => unknown) | undefined;
 
+/**
+ * Loads the protos the judge decodes with. Call it before timing anything: loading them
+ * on the first judged answer stalls the caller's event loop for about 100 ms inside the
+ * measured window, which then shows up as late sends and inflated latencies.
+ */
+export function prepareJudge(): void {
+  deserialize ??= authorizationService().Check?.responseDeserialize;
+}
+
 function decodeResponse(message: Buffer): DecodedResponse {
   deserialize ??= authorizationService().Check?.responseDeserialize;
   if (!deserialize) throw new Error("Authorization/Check has no response deserializer");
@@ -125,4 +134,50 @@ export function judge(
   }
   const swapped = upstream === expect.upstreamKey && clientId === expect.clientId;
   return { verdict: swapped ? "allow" : "mismatch", code };
+}
+
+/**
+ * The CheckRequest Envoy sends for a `POST /v1/messages` carrying `body` (packed as
+ * bytes) under `contentType`, with no credential header; encoded and framed.
+ */
+export function encodeCheckWithBody(body: string, contentType: string, requestId: string): Buffer {
+  const request = checkRequest({
+    path: "/v1/messages",
+    body,
+    headers: {
+      ":authority": "apollo.internal:8443",
+      "content-type": contentType,
+      "content-length": String(Buffer.byteLength(body)),
+      "x-request-id": requestId,
+    },
+  });
+  const serialize = authorizationService().Check?.requestSerialize;
+  if (!serialize) throw new Error("Authorization/Check has no request serializer");
+  return grpcFrame(serialize(request));
+}
+
+/**
+ * One answer in words, for reports: "allow <client id>", "deny <HTTP status> <type>",
+ * or "gRPC status N" / "transport error" when no CheckResponse came back.
+ */
+export function describeAnswer(result: CallResult): string {
+  if (result.grpcStatus === TRANSPORT_ERROR) return "transport error";
+  if (result.grpcStatus !== 0 || result.message === null) return `gRPC status ${result.grpcStatus}`;
+  const response = decodeResponse(result.message) as DecodedResponse & {
+    denied_response?: { status?: { code?: number | string }; body?: string };
+  };
+  const code = response.status?.code ?? 0;
+  if (code === 0) {
+    const clientId = response.ok_response?.headers?.find(
+      (option) => option.header?.key === CLIENT_ID_HEADER,
+    )?.header?.value;
+    return clientId === undefined ? "allow (anonymous)" : `allow ${clientId}`;
+  }
+  let type = "?";
+  try {
+    type = String((JSON.parse(response.denied_response?.body ?? "") as { type?: unknown }).type);
+  } catch {
+    // Not JSON: the status alone says enough.
+  }
+  return `deny ${response.denied_response?.status?.code ?? "?"} ${type}`;
 }
