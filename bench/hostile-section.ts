@@ -178,6 +178,12 @@ function hostileBodies(bytes: number, token: string): Array<{ name: string; body
   const head = `{"model":"${BENCH_MODEL}","max_tokens":1024,"messages":[{"role":"user","content":"`;
   return [
     { name: "nested [[[…]]] (depth 2M)", body: "[".repeat(depth) + "]".repeat(depth) },
+    // Inside an object the nesting must be skipped byte by byte to reach later top-level keys.
+    {
+      name: '{"m":[[[…]]]} nested in an object',
+      body: wrapped('{"m":', "[".repeat(depth - 4) + "]".repeat(depth - 4), "}"),
+    },
+    { name: '{"m":[0,0,…]} in an object', body: wrapped('{"m":[', fill("0,", bytes - 9), '0]}') },
     { name: '{"k0":0,…} many keys', body: `{${keys.join(",")}}` },
     { name: "[0,0,…]", body: wrapped("[", fill("0,", bytes - 3), "0]") },
     { name: '{"s":"\\u0000…"} escapes', body: wrapped('{"s":"', fill("\\u0000", bytes - 8), '"}') },
