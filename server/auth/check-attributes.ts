@@ -11,6 +11,8 @@ export interface CheckAttributes {
   readonly method: string;
   /** Path without query or fragment. */
   readonly path: string;
+  /** What followed the path (`?…` or `#…`), or "". */
+  readonly query: string;
   /** Lower-case header names; repeated headers joined with "," as Envoy does. */
   readonly headers: ReadonlyMap<string, string>;
   /** The request body as Envoy sent it (raw_body bytes, else the body string), or undefined. */
@@ -67,9 +69,9 @@ function decodeBody(http: Loose): Buffer | undefined {
   return undefined;
 }
 
-function stripQuery(path: string): string {
-  const end = path.search(/[?#]/);
-  return end === -1 ? path : path.slice(0, end);
+function splitQuery(target: string): [path: string, query: string] {
+  const end = target.search(/[?#]/);
+  return end === -1 ? [target, ""] : [target.slice(0, end), target.slice(end)];
 }
 
 function decodeContextExtensions(attributes: Loose): Record<string, string> {
@@ -92,9 +94,11 @@ export function decodeCheckRequest(request: unknown): CheckAttributes {
   const attributes = asObject(asObject(request).attributes);
   const http = asObject(asObject(attributes.request).http);
   const headers = decodeHeaders(http);
+  const [path, query] = splitQuery(asString(http.path) || (headers.get(":path") ?? ""));
   return {
     method: asString(http.method) || (headers.get(":method") ?? ""),
-    path: stripQuery(asString(http.path) || (headers.get(":path") ?? "")),
+    path,
+    query,
     headers,
     body: decodeBody(http),
     bodyTruncated: headers.get(PARTIAL_BODY_HEADER)?.trim().toLowerCase() === "true",

@@ -176,7 +176,11 @@ function guardPass(decision: Decision, extraction: Extraction): Decision {
   if (decision.outcome !== "allow" || decision.clientId !== null) return decision;
   const { body } = extraction;
   // A broken JSON object may be one the upstream parses after all: never pass it unread.
-  if (body.kind === "invalid-json" || ("mayHoldCredential" in body && body.mayHoldCredential))
+  if (
+    extraction.tokenElsewhere ||
+    body.kind === "invalid-json" ||
+    ("mayHoldCredential" in body && body.mayHoldCredential)
+  )
     return deny("credential_unreadable");
   const forward: CredentialLocation[] = [];
   for (const found of extraction.presented) {

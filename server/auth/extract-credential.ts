@@ -67,10 +67,28 @@ export type Extraction = ExtractionResult & {
   readonly body: BodyView;
   /** Every credential in the request, in any place, whether or not the route reads it. */
   readonly presented: readonly Presented[];
+  /** A keygate token somewhere no credential belongs: the query string, a cookie, another header. */
+  readonly tokenElsewhere: boolean;
 };
 
 const ABSENT_BODY: BodyView = { kind: "absent" };
 const ENCODED_BODY: BodyView = { kind: "other", mayHoldCredential: true };
+const CHARSET = /;\s*charset\s*=\s*"?([^";,\s]*)/i;
+/** Charsets whose JSON keygate reads as the upstream would: the UTFs, and ASCII-compatible ones for ASCII marks. */
+const READABLE_CHARSETS = new Set([
+  "utf-8",
+  "utf8",
+  "utf-16",
+  "utf-16le",
+  "utf-16be",
+  "utf-32",
+  "utf-32le",
+  "utf-32be",
+  "us-ascii",
+  "ascii",
+  "iso-8859-1",
+  "latin1",
+]);
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 /** A token is one word: a comma is two headers joined by Envoy, whitespace is two values. */
 const NOT_ONE_TOKEN = /[\s,]/;
@@ -100,10 +118,13 @@ function unreadable(attributes: CheckAttributes, bytes: Buffer, scan: JsonScan |
 export function openBody(attributes: CheckAttributes): BodyReading {
   const { body } = attributes;
   if (body === undefined || body.length === 0) return { view: ABSENT_BODY };
-  // Compressed (or otherwise encoded) bytes cannot be searched: assume the worst.
+  // Compressed bytes, or text in a charset keygate does not decode (an upstream that
+  // honours `charset=utf-7` reads `api+AF8-key` as api_key), cannot be searched.
   const encoding = attributes.headers.get("content-encoding")?.trim().toLowerCase();
   if (encoding !== undefined && encoding !== "" && encoding !== "identity")
     return { view: ENCODED_BODY };
+  const charset = CHARSET.exec(attributes.headers.get("content-type") ?? "")?.[1]?.toLowerCase();
+  if (charset !== undefined && !READABLE_CHARSETS.has(charset)) return { view: ENCODED_BODY };
   const bytes = utf8JsonBytes(body);
   if (bytes === undefined) return { view: unreadable(attributes, body, null) };
   return {
@@ -169,6 +190,17 @@ function probeAuthorization(value: string | undefined): Presented | undefined {
   return undefined;
 }
 
+/** Headers whose credentials are probed above; a token in any other is out of place. */
+const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key"]);
+
+function tokenElsewhere(attributes: CheckAttributes): boolean {
+  if (attributes.query.includes(KEYGATE_TOKEN_MARK)) return true;
+  for (const [name, value] of attributes.headers) {
+    if (!CREDENTIAL_HEADERS.has(name) && value.includes(KEYGATE_TOKEN_MARK)) return true;
+  }
+  return false;
+}
+
 function readsFrom(source: CredentialSource, location: CredentialLocation): boolean {
   if (source === "any") return true;
   return (location === "body") === (source === "body");
@@ -212,5 +244,10 @@ export function extractCredential(
     if (found !== undefined) presented.push(found);
   }
   const usable = presented.filter((found) => readsFrom(source, found.location));
-  return { ...resultOf(usable, body, source), body, presented };
+  return {
+    ...resultOf(usable, body, source),
+    body,
+    presented,
+    tokenElsewhere: tokenElsewhere(attributes),
+  };
 }

@@ -624,11 +624,19 @@ const CUSTOM_PASSES: ReadonlyArray<readonly [string, HostileSpec]> = [
     "dry-run, an unknown kg_ token",
     { mode: "dry-run", headers: [SPOOFED, ["authorization", `Bearer ${TOKENS.unknown}`]] },
   ],
-  [
-    "a kg_ token in the renamed header itself",
-    { mode: "recognize", headers: [[CUSTOM_HEADER, TOKENS.alpha]] },
-  ],
 ];
+
+// curl -H 'x-provider-key: <T>' http://envoy/byo/v1/messages (a keygate token where no credential belongs)
+test(`KEYGATE_UPSTREAM_HEADER=${CUSTOM_HEADER}, a kg_ token in the renamed header itself: a pass is refused`, async (t) => {
+  for (const mode of ["recognize", "dry-run", "off"] as const) {
+    const response = await checkCustom(t, {
+      mode,
+      headers: [[CUSTOM_HEADER, TOKENS.alpha]],
+      body: JSON.stringify(CHAT),
+    });
+    assertStatus(t, response, 400, mode);
+  }
+});
 
 for (const [label, spec] of CUSTOM_PASSES) {
   // KEYGATE_UPSTREAM_HEADER=x-provider-key; curl -H 'x-provider-key: sk-ant-attacker-chosen' http://envoy/byo/v1/messages
@@ -873,3 +881,29 @@ test.serial(
     });
   },
 );
+
+// ── Tokens where no credential belongs, and charsets keygate does not decode ───────────────
+
+const OUT_OF_PLACE: ReadonlyArray<readonly [string, HostileSpec]> = [
+  // curl 'http://envoy/byo/v1/messages?api_key=kg_…'
+  ["in the query string", { path: `/v1/messages?api_key=${TOKENS.unknown}` }],
+  // curl -H 'cookie: session=kg_…' http://envoy/byo/v1/messages
+  ["in a cookie", { headers: [["cookie", `session=${TOKENS.unknown}`]] }],
+  // curl -H 'api-key: kg_…' http://envoy/byo/v1/messages
+  ["in another header", { headers: [["api-key", TOKENS.alpha]] }],
+  // curl -H 'content-type: application/json; charset=utf-7' -d '{"api+AF8-key":"kg+AF8-…"}'
+  [
+    "as UTF-7 (an upstream honouring the charset reads api_key)",
+    {
+      headers: [["content-type", "application/json; charset=utf-7"]],
+      body: `{"api+AF8-key":"kg+AF8-${TOKENS.unknown.slice(3)}"}`,
+    },
+  ],
+];
+
+for (const [label, spec] of OUT_OF_PLACE) {
+  test(`a keygate token ${label} is never passed on: 400 in recognize, dry-run and off`, async (t) => {
+    for (const mode of ["recognize", "dry-run", "off"] as const)
+      assertStatus(t, await check(t, { ...spec, mode }), 400, mode);
+  });
+}

@@ -53,6 +53,7 @@ function token(value = "kg_token", body: BodyView = JSON_BODY): Extraction {
     locations: ["bearer"],
     body,
     presented: [{ location: "bearer", token: value }],
+    tokenElsewhere: false,
   };
 }
 function found(
@@ -79,7 +80,7 @@ interface Row {
 const rows: Row[] = [
   {
     name: "no credential",
-    input: { extraction: { kind: "none", body: JSON_BODY, presented: [] } },
+    input: { extraction: { kind: "none", body: JSON_BODY, presented: [], tokenElsewhere: false } },
     expect: { enforce: "deny:credential_missing", recognize: "allow:anonymous" },
   },
   {
@@ -222,6 +223,7 @@ const rows: Row[] = [
         reason: "invalid_json_body",
         body: UNREADABLE,
         presented: [],
+        tokenElsewhere: false,
       },
     },
     expect: { enforce: "deny:invalid_json_body", recognize: "deny:invalid_json_body" },
@@ -242,6 +244,7 @@ const rows: Row[] = [
         reason: "conflicting_credentials",
         body: JSON_BODY,
         presented: [],
+        tokenElsewhere: false,
       },
     },
     expect: { enforce: "deny:conflicting_credentials", recognize: "deny:conflicting_credentials" },
@@ -254,13 +257,17 @@ const rows: Row[] = [
         reason: "credential_malformed",
         body: JSON_BODY,
         presented: [{ location: "basic", token: null, problem: "credential_malformed" }],
+        tokenElsewhere: false,
       },
     },
     expect: { enforce: "deny:credential_malformed", recognize: "deny:credential_malformed" },
   },
   {
     name: "body truncated and no credential",
-    input: { bodyTruncated: true, extraction: { kind: "none", body: TRUNCATED, presented: [] } },
+    input: {
+      bodyTruncated: true,
+      extraction: { kind: "none", body: TRUNCATED, presented: [], tokenElsewhere: false },
+    },
     expect: { enforce: "deny:body_truncated", recognize: "deny:body_truncated" },
   },
   {
@@ -299,7 +306,7 @@ function run(mode: Mode, input: Row["input"]): Decision {
     generation: 1,
     path: "/v1/messages",
     bodyTruncated: false,
-    extraction: { kind: "none", body: JSON_BODY, presented: [] },
+    extraction: { kind: "none", body: JSON_BODY, presented: [], tokenElsewhere: false },
     lookup: { kind: "skipped" },
     now: NOW,
     ...input,
@@ -372,6 +379,23 @@ test("a swap carries the client's upstream key and forwards no credential header
 test("a client without an upstream key is allowed with no key set and no credential forwarded", (t) => {
   const decision = run("enforce", { extraction: token(), lookup: found({}, "none") });
   t.like(decision, { outcome: "allow", authMode: "known", upstreamKey: null, forward: [] });
+});
+
+test("a pass refuses a keygate token anywhere no credential belongs; an authenticated allow does not care", (t) => {
+  const elsewhere = (extraction: Extraction): Extraction => ({
+    ...extraction,
+    tokenElsewhere: true,
+  });
+  const none: Extraction = { kind: "none", body: JSON_BODY, presented: [], tokenElsewhere: false };
+  for (const mode of ["recognize", "dry-run", "off"] as const)
+    t.like(run(mode, { extraction: elsewhere(none) }), {
+      outcome: "deny",
+      reason: "credential_unreadable",
+    });
+  t.like(run("recognize", { extraction: elsewhere(token()), lookup: found() }), {
+    outcome: "allow",
+    authMode: "known",
+  });
 });
 
 test("denials of a known client name the client for the logs", (t) => {

@@ -261,3 +261,30 @@ test("decode: the partial-body header marks the body truncated", (t) => {
       .bodyTruncated,
   );
 });
+
+test("extract: a keygate token in the query string, a cookie or another header is out of place", (t) => {
+  const elsewhere = (spec: RequestSpec) =>
+    extractCredential(decodeCheckRequest(checkRequest(spec)), "any").tokenElsewhere;
+  t.true(elsewhere({ path: `/v1/messages?api_key=${TOKEN}` }));
+  t.true(elsewhere({ headers: { cookie: `session=${TOKEN}` } }));
+  t.true(elsewhere({ headers: { "proxy-authorization": `Bearer ${TOKEN}` } }));
+  t.false(elsewhere({ headers: { authorization: `Bearer ${TOKEN}`, "x-api-key": TOKEN } }));
+  t.false(elsewhere({ path: "/v1/messages?stream=true" }));
+});
+
+test("extract: a body in a charset keygate does not decode, or content-encoded, may hold a credential", (t) => {
+  const view = (headers: Record<string, string>) =>
+    extractCredential(
+      decodeCheckRequest(checkRequest({ body: '{"api+AF8-key":"x"}', headers })),
+      "any",
+    ).body;
+  t.deepEqual(view({ "content-type": "application/json; charset=utf-7" }), {
+    kind: "other",
+    mayHoldCredential: true,
+  });
+  t.deepEqual(view({ "content-type": "application/json", "content-encoding": "gzip" }), {
+    kind: "other",
+    mayHoldCredential: true,
+  });
+  t.is(view({ "content-type": 'application/json; charset="UTF-8"' }).kind, "object");
+});
