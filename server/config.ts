@@ -230,6 +230,12 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   if (upstreamHeader === clientIdHeader) {
     throw new ConfigError("KEYGATE_CLIENT_ID_HEADER", "must differ from KEYGATE_UPSTREAM_HEADER");
   }
+  if (given.KEYGATE_UPSTREAM_ENV_PREFIX?.toUpperCase().startsWith("KEYGATE_")) {
+    throw new ConfigError(
+      "KEYGATE_UPSTREAM_ENV_PREFIX",
+      "may not start with KEYGATE_: keygate's own variables are never upstream keys",
+    );
+  }
   const grpcMaxReceiveBytes = Number(vars.KEYGATE_GRPC_MAX_RECEIVE_BYTES);
   if (grpcMaxReceiveBytes < 64 * 1024) {
     throw new ConfigError(

@@ -57,6 +57,26 @@ const bad: Array<[string, Record<string, string>, RegExp]> = [
     { KEYGATE_MODE: "enforcing" },
     /^KEYGATE_MODE: must be one of enforce, recognize, dry-run, off \(got "enforcing"\)$/,
   ],
+  [
+    "an env: prefix inside keygate's own namespace",
+    { KEYGATE_UPSTREAM_ENV_PREFIX: "KEYGATE_UP_" },
+    /^KEYGATE_UPSTREAM_ENV_PREFIX: may not start with KEYGATE_/,
+  ],
+  [
+    "a TLS certificate without its key",
+    { KEYGATE_GRPC_TLS_CERT: "/etc/keygate/tls.crt" },
+    /^KEYGATE_GRPC_TLS_KEY: must be set with KEYGATE_GRPC_TLS_CERT$/,
+  ],
+  [
+    "a client CA without a server certificate",
+    { KEYGATE_GRPC_TLS_CLIENT_CA: "/etc/keygate/ca.crt" },
+    /^KEYGATE_GRPC_TLS_CLIENT_CA: mutual TLS needs/,
+  ],
+  [
+    "a zero throttle window",
+    { KEYGATE_THROTTLE_WINDOW_S: "0" },
+    /^KEYGATE_THROTTLE_WINDOW_S: /,
+  ],
   ["bad grpc address", { KEYGATE_GRPC_ADDR: "9191" }, /^KEYGATE_GRPC_ADDR: must be host:port/],
   [
     "port out of range",
