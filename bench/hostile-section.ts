@@ -183,7 +183,7 @@ function hostileBodies(bytes: number, token: string): Array<{ name: string; body
       name: '{"m":[[[…]]]} nested in an object',
       body: wrapped('{"m":', "[".repeat(depth - 4) + "]".repeat(depth - 4), "}"),
     },
-    { name: '{"m":[0,0,…]} in an object', body: wrapped('{"m":[', fill("0,", bytes - 9), '0]}') },
+    { name: '{"m":[0,0,…]} in an object', body: wrapped('{"m":[', fill("0,", bytes - 9), "0]}") },
     { name: '{"k0":0,…} many keys', body: `{${keys.join(",")}}` },
     { name: "[0,0,…]", body: wrapped("[", fill("0,", bytes - 3), "0]") },
     { name: '{"s":"\\u0000…"} escapes', body: wrapped('{"s":"', fill("\\u0000", bytes - 8), '"}') },

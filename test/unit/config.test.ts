@@ -72,11 +72,7 @@ const bad: Array<[string, Record<string, string>, RegExp]> = [
     { KEYGATE_GRPC_TLS_CLIENT_CA: "/etc/keygate/ca.crt" },
     /^KEYGATE_GRPC_TLS_CLIENT_CA: mutual TLS needs/,
   ],
-  [
-    "a zero throttle window",
-    { KEYGATE_THROTTLE_WINDOW_S: "0" },
-    /^KEYGATE_THROTTLE_WINDOW_S: /,
-  ],
+  ["a zero throttle window", { KEYGATE_THROTTLE_WINDOW_S: "0" }, /^KEYGATE_THROTTLE_WINDOW_S: /],
   ["bad grpc address", { KEYGATE_GRPC_ADDR: "9191" }, /^KEYGATE_GRPC_ADDR: must be host:port/],
   [
     "port out of range",
