@@ -14,15 +14,13 @@ import { parse } from "yaml";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES, type DenialType } from "../../server/errors.js";
-import { accessLogLine, registerTopologyTeardown } from "../helpers/e2e-topology.js";
 import {
-  ENVOY_CONFIG_PATH,
-  type EnvoyProcess,
-  renderEnvoyConfig,
-  requireEnvoy,
-  startEnvoy,
-} from "../helpers/envoy.js";
-import { type KeygateProcess, startKeygate } from "../helpers/keygate-process.js";
+  accessLogLine,
+  registerTopologyTeardown,
+  startKeygateBehindEnvoy,
+} from "../helpers/e2e-topology.js";
+import { ENVOY_CONFIG_PATH, type EnvoyProcess, requireEnvoy } from "../helpers/envoy.js";
+import type { KeygateProcess } from "../helpers/keygate-process.js";
 import {
   type RecordedRequest,
   type StubUpstream,
@@ -76,18 +74,11 @@ test.before(async (t) => {
   t.context.keylessToken = keylessToken;
   t.context.upstream = await startStubUpstream();
   // keygate first: Envoy health-checks it as soon as it starts.
-  t.context.keygate = await startKeygate({
+  await startKeygateBehindEnvoy(t.context, {
+    dir,
     keystore,
-    db: path.join(dir, "keystore.db"),
+    upstreamPort: t.context.upstream.port,
     env: { KG_TEST_UPSTREAM: UPSTREAM_KEY },
-  });
-  t.context.envoy = await startEnvoy({
-    config: renderEnvoyConfig({
-      listenPort: 0,
-      adminPort: 0,
-      keygatePort: t.context.keygate.grpcPort,
-      upstreamPort: t.context.upstream.port,
-    }),
   });
 });
 

@@ -11,13 +11,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import anyTest, { type ExecutionContext, type TestFn } from "ava";
-import { registerTopologyTeardown } from "../helpers/e2e-topology.js";
-import {
-  type EnvoyProcess,
-  renderEnvoyConfig,
-  requireEnvoy,
-  startEnvoy,
-} from "../helpers/envoy.js";
+import { registerTopologyTeardown, startKeygateBehindEnvoy } from "../helpers/e2e-topology.js";
+import { type EnvoyProcess, requireEnvoy } from "../helpers/envoy.js";
 import {
   ALPHA_UPSTREAM,
   encodeText,
@@ -26,7 +21,7 @@ import {
   hostileKeystore,
   mintHostileTokens,
 } from "../helpers/hostile-fixtures.js";
-import { type KeygateProcess, startKeygate } from "../helpers/keygate-process.js";
+import type { KeygateProcess } from "../helpers/keygate-process.js";
 import { rawHttpRequest } from "../helpers/raw-http.js";
 import {
   type RecordedRequest,
@@ -57,18 +52,11 @@ test.before(async (t) => {
   t.context.tokens = tokens;
   t.context.upstream = await startStubUpstream();
   // keygate first: Envoy health-checks it as soon as it starts.
-  t.context.keygate = await startKeygate({
+  await startKeygateBehindEnvoy(t.context, {
+    dir,
     keystore,
-    db: path.join(dir, "keystore.db"),
+    upstreamPort: t.context.upstream.port,
     env: HOSTILE_ENV,
-  });
-  t.context.envoy = await startEnvoy({
-    config: renderEnvoyConfig({
-      listenPort: 0,
-      adminPort: 0,
-      keygatePort: t.context.keygate.grpcPort,
-      upstreamPort: t.context.upstream.port,
-    }),
   });
 });
 

@@ -13,15 +13,13 @@ import anyTest, { type ExecutionContext, type TestFn } from "ava";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES } from "../../server/errors.js";
-import { accessLogLine, registerTopologyTeardown } from "../helpers/e2e-topology.js";
 import {
-  type EnvoyProcess,
-  renderEnvoyConfig,
-  requireEnvoy,
-  startEnvoy,
-  type TokenBucket,
-} from "../helpers/envoy.js";
-import { type KeygateProcess, startKeygate } from "../helpers/keygate-process.js";
+  accessLogLine,
+  registerTopologyTeardown,
+  startKeygateBehindEnvoy,
+} from "../helpers/e2e-topology.js";
+import { type EnvoyProcess, requireEnvoy, type TokenBucket } from "../helpers/envoy.js";
+import type { KeygateProcess } from "../helpers/keygate-process.js";
 import { type StubUpstream, startStubUpstream } from "../helpers/stub-upstream.js";
 
 const BUCKET: TokenBucket = { maxTokens: 3, tokensPerFill: 3, fillInterval: "3600s" };
@@ -59,15 +57,11 @@ test.before(async (t) => {
   t.context.dir = dir;
   t.context.tokens = tokens;
   t.context.upstream = await startStubUpstream();
-  t.context.keygate = await startKeygate({ keystore, db: path.join(dir, "keystore.db") });
-  t.context.envoy = await startEnvoy({
-    config: renderEnvoyConfig({
-      listenPort: 0,
-      adminPort: 0,
-      keygatePort: t.context.keygate.grpcPort,
-      upstreamPort: t.context.upstream.port,
-      perClientRateLimit: BUCKET,
-    }),
+  await startKeygateBehindEnvoy(t.context, {
+    dir,
+    keystore,
+    upstreamPort: t.context.upstream.port,
+    envoy: { perClientRateLimit: BUCKET },
   });
 });
 

@@ -14,14 +14,13 @@ import anyTest, { type TestFn } from "ava";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { DENIAL_TYPES } from "../../server/errors.js";
-import { registerTopologyTeardown, type TopologyContext } from "../helpers/e2e-topology.js";
 import {
-  type EnvoyProcess,
-  renderEnvoyConfig,
-  requireEnvoy,
-  startEnvoy,
-} from "../helpers/envoy.js";
-import { type KeygateProcess, startKeygate } from "../helpers/keygate-process.js";
+  registerTopologyTeardown,
+  startKeygateBehindEnvoy,
+  type TopologyContext,
+} from "../helpers/e2e-topology.js";
+import { type EnvoyProcess, requireEnvoy } from "../helpers/envoy.js";
+import type { KeygateProcess } from "../helpers/keygate-process.js";
 import type { StubUpstream } from "../helpers/stub-upstream.js";
 import { startWebSocketUpstream, websocketAccept } from "../helpers/websocket-upstream.js";
 
@@ -55,18 +54,11 @@ clients:
     { mode: 0o600 },
   );
   t.context.upstream = await startWebSocketUpstream();
-  t.context.keygate = await startKeygate({
+  await startKeygateBehindEnvoy(t.context, {
+    dir,
     keystore,
-    db: path.join(dir, "keystore.db"),
+    upstreamPort: t.context.upstream.port,
     env: { KG_WS_UPSTREAM: UPSTREAM_KEY },
-  });
-  t.context.envoy = await startEnvoy({
-    config: renderEnvoyConfig({
-      listenPort: 0,
-      adminPort: 0,
-      keygatePort: t.context.keygate.grpcPort,
-      upstreamPort: t.context.upstream.port,
-    }),
   });
 });
 
