@@ -62,7 +62,8 @@ export type Decision =
     }
   | { readonly outcome: "deny"; readonly reason: DenialReason; readonly clientId: string | null };
 
-const PASS_UNCHANGED = {
+/** A pass without an authenticated client: no key set, nothing forwarded until guardPass says so. */
+const NO_CLIENT = {
   clientId: null,
   upstreamKey: null,
   forward: [],
@@ -74,7 +75,7 @@ function deny(reason: DenialReason, clientId: string | null = null): Decision {
 }
 
 function pass(authMode: "byo" | "anonymous"): Decision {
-  return { outcome: "allow", authMode, ...PASS_UNCHANGED };
+  return { outcome: "allow", authMode, ...NO_CLIENT };
 }
 
 function routeAllowed(path: string, routes: readonly string[] | null): boolean {
@@ -196,7 +197,7 @@ function guardPass(decision: Decision, extraction: Extraction): Decision {
 function dryRun(input: DecisionInput): Decision {
   const enforced = decideStrict(input, false);
   if (enforced.outcome === "allow") return enforced;
-  return { outcome: "allow", authMode: "anonymous", ...PASS_UNCHANGED, wouldDeny: enforced.reason };
+  return { outcome: "allow", authMode: "anonymous", ...NO_CLIENT, wouldDeny: enforced.reason };
 }
 
 /** Decides one request. Never throws; every path that is not an explicit allow denies. */
