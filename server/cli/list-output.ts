@@ -6,6 +6,7 @@
  */
 import { ENC_PATTERN } from "../crypto/aes-gcm.js";
 import { digestPrefix } from "../crypto/token-hash.js";
+import { listed } from "../keystore/shown-text.js";
 import type { ClientKind, Keystore } from "../keystore/types.js";
 import { formatTimestamp } from "./time-args.js";
 
@@ -64,7 +65,7 @@ export function listClients(
     const used = usage?.get(client.id);
     return {
       id: client.id,
-      name: client.name,
+      name: client.name === null ? null : listed(client.name),
       kind: client.kind,
       disabled: client.disabled,
       token_count: tokens.length,

@@ -39,3 +39,12 @@ export function withoutSecrets(message: string): string {
     ? message.replace(/\S+/g, (word) => (looksSecret(word) ? REDACTED : word))
     : message;
 }
+
+/**
+ * Free text from the file (a client's `name`) as a listing shows it: whole, but
+ * <redacted> when it may be a secret, and with control characters (which could move the
+ * cursor or rewrite a terminal) shown as U+FFFD.
+ */
+export function listed(text: string): string {
+  return looksSecret(text) ? REDACTED : text.replace(/\p{Cc}/gu, "\ufffd");
+}

@@ -14,6 +14,7 @@ import {
   parseKeystoreLocated,
   parseKeystorePlain,
 } from "../../server/keystore/load.js";
+import { listed } from "../../server/keystore/shown-text.js";
 import { DEFAULTS_AAD, formatIssue, KeystoreError } from "../../server/keystore/types.js";
 
 const K1 = createHash("sha256").update("keygate test master key k1").digest();
@@ -412,4 +413,11 @@ test("a master key id shaped like a secret is redacted", (t) => {
   const warnings = warned(t, oneClient(value));
   t.is(warnings.length, 1);
   t.true(warnings[0]?.includes("master key <redacted> is not loaded"), warnings[0]);
+});
+
+test("a client name is listed whole, but a secret pasted there is redacted and control characters are neutralised", (t) => {
+  t.is(listed("Lightning production"), "Lightning production");
+  t.is(listed("sk-ant-api03-pasted"), "<redacted>");
+  t.is(listed("name\u001b[2Jclear"), "name\ufffd[2Jclear");
+  t.is(listed("bell\u0007\u0085"), "bell\ufffd\ufffd");
 });
