@@ -17,6 +17,12 @@ import path from "node:path";
 import { SERVER_NODE_FLAGS } from "../server/node-flags.js";
 import { type CheckParams, type CheckSectionResult, runCheckSection } from "./check-section.js";
 import {
+  type EnvoyParams,
+  type EnvoySectionResult,
+  envoyTable,
+  runEnvoySection,
+} from "./envoy-section.js";
+import {
   type HostileParams,
   type HostileSectionResult,
   runHostileSection,
@@ -138,7 +144,28 @@ const HOSTILE_PARAMS: HostileParams = QUICK
       phaseRounds: 3,
     };
 
-const SECTIONS = ["check", "scale", "hot-path", "hostile"] as const;
+// Seconds per h2load run: Envoy's cost per request settles within a second or two.
+const ENVOY_PARAMS: EnvoyParams = QUICK
+  ? {
+      closedClients: [100, 1000],
+      closedSeconds: 2,
+      openClients: 10,
+      openRatePerClient: 50,
+      openSeconds: 2,
+      warmupRequests: 2000,
+      repetitions: 1,
+    }
+  : {
+      closedClients: [100, 1000],
+      closedSeconds: 4,
+      openClients: 10,
+      openRatePerClient: 50,
+      openSeconds: 4,
+      warmupRequests: 5000,
+      repetitions: 3,
+    };
+
+const SECTIONS = ["check", "scale", "hot-path", "hostile", "envoy"] as const;
 type Section = (typeof SECTIONS)[number];
 
 /**
@@ -397,6 +424,19 @@ ${markdownTable(hostilePhaseTable(hostile))}
 `;
 }
 
+function envoyMarkdown(envoy: EnvoySectionResult): string {
+  if (envoy.skipped !== null) {
+    return `## Through Envoy (issue 9)\n\nSkipped: ${envoy.skipped}.\n`;
+  }
+  const p = envoy.params;
+  return `## Through Envoy (issue 9)
+
+Envoy ${envoy.envoyVersion} from the pip wheel, \`--concurrency 1\`, envoy/envoy.yaml rendered for the bench: its ext_authz filter unchanged (gRPC, body packed as bytes, 250 ms timeout) pointing at each authz server in turn, every route answering Envoy's \`direct_response\` 200 (no upstream process), the access log and the per-client rate limit removed (the limit would turn the load into 429s), and a third configuration without ext_authz. keygate runs as \`keygate serve\` with its production Node flags (one client, sealed upstream key); the Go reference is bench/go-authz (${envoy.goVersion}, grpc-go + go-control-plane: the same credential search, SHA-256, map lookup, allow with the upstream key and x-client-id set and authorization removed). Load: ${envoy.h2loadVersion} over HTTP/1.1 (\`--h1\`), POST /v1/messages with the 2 KB Messages body and the token in Authorization: Bearer. Closed loop: ${p.closedClients.join(" and ")} clients (one connection each, one request in flight), about ${p.closedSeconds} s per run (a request count sized from the warm-up's rate: h2load 1.52's timed mode never ends over --h1); the targets use ${p.closedClients[0]} clients, because at 1000 the queue in front of the authz server outlasts envoy.yaml's 250 ms ext_authz timeout and answers turn into 503s (the non-2xx column); peak RSS is read after both. Open loop: ${p.openClients} clients × ${p.openRatePerClient} req/s = ${p.openClients * p.openRatePerClient} req/s, ${p.openSeconds} s per run, p50/p99 from h2load's per-request log. ${p.warmupRequests} warm-up requests per configuration, then configurations interleaved (none, keygate, Go) × ${p.repetitions}; medians. CPU per request: /proc/<pid>/stat utime + stime over the closed-loop run ÷ requests, Envoy and the authz server apart; peak RSS: the authz server's VmHWM at the end. h2load runs on the same machine, so the load generator shares its CPUs with Envoy and the authz server.
+
+${markdownTable(envoyTable(envoy))}
+`;
+}
+
 function writeAtomically(file: string, text: string): void {
   const temp = `${file}.tmp`;
   writeFileSync(temp, text);
@@ -412,6 +452,7 @@ interface Results {
   scale?: ScaleSectionResult;
   hotPath?: HotPathSectionResult;
   hostile?: HostileSectionResult;
+  envoy?: EnvoySectionResult;
   targets: readonly Target[];
   quietGate: QuietGate;
   loadAverageAtEnd: number[];
@@ -450,7 +491,7 @@ ${markdownTable(hotPathTable(hotPath))}
 }
 
 function markdownReport(results: Results, jsonName: string): string {
-  const { check, scale, hotPath, hostile, machine: m } = results;
+  const { check, scale, hotPath, hostile, envoy, machine: m } = results;
   const revocationNote = scale?.sizes.some((size) => size.revocation.mechanism === "sighup")
     ? "\n**Revocation was measured from SIGHUP**: saving the file alone did not revoke the token within the watch window, so no file watcher was active in the server that ran. The figures are SIGHUP → first denial, not save → first denial.\n"
     : "";
@@ -459,6 +500,7 @@ function markdownReport(results: Results, jsonName: string): string {
     scale ? scaleMarkdown(scale) : "",
     hotPath ? hotPathMarkdown(hotPath) : "",
     hostile ? hostileMarkdown(hostile) : "",
+    envoy ? envoyMarkdown(envoy) : "",
   ].filter((text) => text !== "");
   return `# keygate benchmark results
 
@@ -497,6 +539,7 @@ async function main(): Promise<void> {
   let scale: ScaleSectionResult | undefined;
   let hotPath: HotPathSectionResult | undefined;
   let hostile: HostileSectionResult | undefined;
+  let envoy: EnvoySectionResult | undefined;
   if (runs("check")) {
     log("\n== check: keygate vs floor ==");
     check = await runCheckSection(CHECK_PARAMS, log);
@@ -513,11 +556,17 @@ async function main(): Promise<void> {
     log("\n== hostile bodies ==");
     hostile = await runHostileSection(HOSTILE_PARAMS, log);
   }
+  if (runs("envoy")) {
+    log("\n== through Envoy: no authz vs keygate vs Go reference ==");
+    envoy = await runEnvoySection(ENVOY_PARAMS, log);
+    if (envoy.skipped !== null) log(`envoy section skipped: ${envoy.skipped}`);
+  }
 
   const targets = [
     ...(check?.targets ?? []),
     ...(scale?.targets ?? []),
     ...(hostile?.targets ?? []),
+    ...(envoy?.targets ?? []),
   ];
   const runtimeSeconds = round((performance.now() - started) / 1000, 1);
   const results = {
@@ -534,6 +583,7 @@ async function main(): Promise<void> {
       ...(scale ? { scale: SCALE_PARAMS } : {}),
       ...(hotPath ? { hotPath: HOT_PATH_PARAMS } : {}),
       ...(hostile ? { hostile: HOSTILE_PARAMS } : {}),
+      ...(envoy ? { envoy: ENVOY_PARAMS } : {}),
       quietGate: QUIET_GATE,
     },
     targets,
@@ -541,6 +591,7 @@ async function main(): Promise<void> {
     scale,
     hotPath,
     hostile,
+    envoy,
   };
   // A one-section run leaves the full run's latest.* alone.
   const name = only ?? "latest";
@@ -556,6 +607,7 @@ async function main(): Promise<void> {
     log(`\n${textTable(hostileLoadTable(hostile))}`);
     log(`\n${textTable(hostilePhaseTable(hostile))}`);
   }
+  if (envoy && envoy.skipped === null) log(`\n${textTable(envoyTable(envoy))}`);
   log(`\n${textTable(targetRows(targets))}`);
   log(
     `\n${targets.filter((t) => t.pass).length}/${targets.length} targets pass; ${runtimeSeconds} s; wrote bench/results/${name}.json and ${name}.md`,
