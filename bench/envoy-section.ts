@@ -13,6 +13,7 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseDocument } from "yaml";
@@ -20,7 +21,7 @@ import { findEnvoy } from "../scripts/find-envoy.mjs";
 import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
 import { freePort } from "../test/helpers/local-process.js";
 import { generateKeystore } from "./keystore-fixture.js";
-import { BENCH_DIR, clockTicks, memoryOf, startKeygateChild } from "./processes.js";
+import { awaitQuiet, BENCH_DIR, clockTicks, memoryOf, startKeygateChild } from "./processes.js";
 import { type Target, target } from "./report.js";
 import { median, round } from "./stats.js";
 import { messagesBody } from "./workload.js";
@@ -32,9 +33,8 @@ export interface EnvoyParams {
    */
   readonly closedClients: readonly number[];
   readonly closedSeconds: number;
-  /** Open-loop: `openClients` connections at `openRatePerClient` req/s each. */
-  readonly openClients: number;
-  readonly openRatePerClient: number;
+  /** Open loop: requests per second, sent on a fixed schedule whatever the answers. */
+  readonly openRate: number;
   readonly openSeconds: number;
   /** Requests per configuration before the measured runs (JIT, connection pools). */
   readonly warmupRequests: number;
@@ -335,8 +335,6 @@ interface H2loadSpec {
   readonly authorization: string;
   readonly clients: number;
   readonly requests: number;
-  readonly ratePerClient?: number;
-  readonly logPath?: string;
 }
 
 function runH2load(spec: H2loadSpec): { requests: number; ok2xx: number; seconds: number } {
@@ -353,8 +351,6 @@ function runH2load(spec: H2loadSpec): { requests: number; ok2xx: number; seconds
     // A request count, not -D: h2load 1.52's timed mode over --h1 never finishes.
     "-n",
     String(spec.requests),
-    ...(spec.ratePerClient === undefined ? [] : ["--rps", String(spec.ratePerClient)]),
-    ...(spec.logPath === undefined ? [] : ["--log-file", spec.logPath]),
     spec.url,
   ];
   const text = execFileSync(spec.h2load, args, {
@@ -370,14 +366,70 @@ function runH2load(spec: H2loadSpec): { requests: number; ok2xx: number; seconds
   return { requests: Number(done[1]), ok2xx: Number(ok[1]), seconds };
 }
 
-/** Latencies (ms) of the 2xx answers in an h2load --log-file. */
-function logLatencies(logPath: string): number[] {
-  return readFileSync(logPath, "utf8")
-    .split("\n")
-    .map((line) => line.split("\t"))
-    .filter((cols) => cols.length >= 3 && cols[1]?.startsWith("2"))
-    .map((cols) => Number(cols[2]) / 1000)
-    .sort((a, b) => a - b);
+/**
+ * Open-loop load: `rate` requests per second on a fixed schedule over keep-alive
+ * HTTP/1.1 connections, each latency counted from its scheduled send time (so a stall
+ * is not hidden by the requests it delayed). h2load cannot do this here: its --rps is
+ * not applied over --h1 (1.52 sends as fast as it can).
+ */
+async function openLoop(
+  url: string,
+  body: Buffer,
+  authorization: string,
+  rate: number,
+  seconds: number,
+): Promise<{ requests: number; ok2xx: number; seconds: number; latenciesMs: number[] }> {
+  const target = new URL(url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+  const total = Math.round(rate * seconds);
+  const interval = 1000 / rate;
+  const latenciesMs: number[] = [];
+  let ok2xx = 0;
+  const send = (due: number) =>
+    new Promise<void>((resolve) => {
+      const request = http.request(
+        {
+          agent,
+          host: target.hostname,
+          port: target.port,
+          path: target.pathname,
+          method: "POST",
+          headers: {
+            authorization,
+            "content-type": "application/json",
+            "content-length": body.length,
+          },
+        },
+        (response) => {
+          response.resume();
+          response.once("end", () => {
+            if ((response.statusCode ?? 0) >= 200 && (response.statusCode ?? 0) < 300) {
+              ok2xx++;
+              latenciesMs.push(performance.now() - due);
+            }
+            resolve();
+          });
+        },
+      );
+      request.once("error", () => resolve());
+      request.end(body);
+    });
+  const started = performance.now();
+  const pending: Promise<void>[] = [];
+  for (let index = 0; index < total; index++) {
+    const due = started + index * interval;
+    const wait = due - performance.now();
+    if (wait > 1) await sleep(wait);
+    pending.push(send(due));
+  }
+  await Promise.all(pending);
+  agent.destroy();
+  return {
+    requests: total,
+    ok2xx,
+    seconds: (performance.now() - started) / 1000,
+    latenciesMs: latenciesMs.sort((a, b) => a - b),
+  };
 }
 
 function skippedResult(params: EnvoyParams, why: string): EnvoySectionResult {
@@ -426,7 +478,7 @@ export async function runEnvoySection(
   );
   const bodyPath = path.join(fixture.dir, "messages.json");
   writeFileSync(bodyPath, JSON.stringify(messagesBody(client.token)));
-  const logPath = path.join(fixture.dir, "h2load.log");
+  const body = readFileSync(bodyPath);
 
   const keygate = await startKeygateChild({
     keystorePath: fixture.keystorePath,
@@ -470,41 +522,45 @@ export async function runEnvoySection(
       );
     }
 
-    const measure = (
+    const measure = async (
       configuration: Configuration,
       mode: "closed" | "open",
       closedClients: number,
-    ): EnvoyRun => {
+    ): Promise<EnvoyRun> => {
       const envoy = envoyOf(configuration);
       const pid = authzPid[configuration];
       const envoyBefore = cpuTicks(envoy.pid);
       const authzBefore = pid === null ? null : cpuTicks(pid);
-      rmSync(logPath, { force: true });
-      const result = runH2load({
-        h2load,
-        url: envoy.url,
-        bodyPath,
-        authorization,
-        clients: mode === "closed" ? closedClients : params.openClients,
-        requests:
-          mode === "closed"
-            ? Math.max(closedClients * 2, closedRequests[configuration] ?? params.warmupRequests)
-            : params.openClients * params.openRatePerClient * params.openSeconds,
-        ...(mode === "open" ? { ratePerClient: params.openRatePerClient, logPath } : {}),
-      });
+      const result =
+        mode === "closed"
+          ? {
+              ...runH2load({
+                h2load,
+                url: envoy.url,
+                bodyPath,
+                authorization,
+                clients: closedClients,
+                requests: Math.max(
+                  closedClients * 2,
+                  closedRequests[configuration] ?? params.warmupRequests,
+                ),
+              }),
+              latenciesMs: [],
+            }
+          : await openLoop(envoy.url, body, authorization, params.openRate, params.openSeconds);
       const envoyAfter = cpuTicks(envoy.pid);
       const authzAfter = pid === null ? null : cpuTicks(pid);
       const perRequest = (before: number | null, after: number | null) =>
         before === null || after === null || result.requests === 0
           ? null
           : round((((after - before) / ticksPerSecond) * 1e6) / result.requests, 1);
-      const latencies = mode === "open" ? logLatencies(logPath) : [];
+      const latencies = result.latenciesMs;
       const p50 = percentile(latencies, 50);
       const p99 = percentile(latencies, 99);
       return {
         configuration,
         mode,
-        clients: mode === "closed" ? closedClients : params.openClients,
+        clients: closedClients,
         seconds: round(result.seconds, 2),
         requests: result.requests,
         ok2xx: result.ok2xx,
@@ -520,13 +576,15 @@ export async function runEnvoySection(
     for (let repetition = 0; repetition < params.repetitions; repetition++) {
       for (const configuration of CONFIGURATIONS) {
         for (const clients of params.closedClients) {
-          const closed = measure(configuration, "closed", clients);
+          await awaitQuiet();
+          const closed = await measure(configuration, "closed", clients);
           runs.push(closed);
           log(
             `  ${repetition + 1}/${params.repetitions} ${configuration} closed ×${clients}: ${closed.throughput} req/s, CPU µs/req authz ${closed.authzCpuUsPerRequest ?? "-"} envoy ${closed.envoyCpuUsPerRequest}, non-2xx ${closed.non2xx}`,
           );
         }
-        const open = measure(configuration, "open", params.openClients);
+        await awaitQuiet();
+        const open = await measure(configuration, "open", 0);
         runs.push(open);
         log(
           `  ${repetition + 1}/${params.repetitions} ${configuration} open: p50 ${open.p50Ms} ms p99 ${open.p99Ms} ms, non-2xx ${open.non2xx}`,
@@ -643,7 +701,7 @@ export function envoyTable(result: EnvoySectionResult): string[][] {
       : configuration === "go"
         ? "Go reference (grpc-go)"
         : "keygate";
-  const openRate = result.params.openClients * result.params.openRatePerClient;
+  const openRate = result.params.openRate;
   return [
     [
       "configuration",

@@ -149,8 +149,7 @@ const ENVOY_PARAMS: EnvoyParams = QUICK
   ? {
       closedClients: [100, 1000],
       closedSeconds: 2,
-      openClients: 10,
-      openRatePerClient: 50,
+      openRate: 500,
       openSeconds: 2,
       warmupRequests: 2000,
       repetitions: 1,
@@ -158,8 +157,7 @@ const ENVOY_PARAMS: EnvoyParams = QUICK
   : {
       closedClients: [100, 1000],
       closedSeconds: 4,
-      openClients: 10,
-      openRatePerClient: 50,
+      openRate: 500,
       openSeconds: 4,
       warmupRequests: 5000,
       repetitions: 3,
@@ -431,7 +429,7 @@ function envoyMarkdown(envoy: EnvoySectionResult): string {
   const p = envoy.params;
   return `## Through Envoy (issue 9)
 
-Envoy ${envoy.envoyVersion} from the pip wheel, \`--concurrency 1\`, envoy/envoy.yaml rendered for the bench: its ext_authz filter unchanged (gRPC, body packed as bytes, 250 ms timeout) pointing at each authz server in turn, every route answering Envoy's \`direct_response\` 200 (no upstream process), the access log and the per-client rate limit removed (the limit would turn the load into 429s), and a third configuration without ext_authz. keygate runs as \`keygate serve\` with its production Node flags (one client, sealed upstream key); the Go reference is bench/go-authz (${envoy.goVersion}, grpc-go + go-control-plane: the same credential search, SHA-256, map lookup, allow with the upstream key and x-client-id set and authorization removed). Load: ${envoy.h2loadVersion} over HTTP/1.1 (\`--h1\`), POST /v1/messages with the 2 KB Messages body and the token in Authorization: Bearer. Closed loop: ${p.closedClients.join(" and ")} clients (one connection each, one request in flight), about ${p.closedSeconds} s per run (a request count sized from the warm-up's rate: h2load 1.52's timed mode never ends over --h1); the targets use ${p.closedClients[0]} clients, because at 1000 the queue in front of the authz server outlasts envoy.yaml's 250 ms ext_authz timeout and answers turn into 503s (the non-2xx column); peak RSS is read after both. Open loop: ${p.openClients} clients × ${p.openRatePerClient} req/s = ${p.openClients * p.openRatePerClient} req/s, ${p.openSeconds} s per run, p50/p99 from h2load's per-request log. ${p.warmupRequests} warm-up requests per configuration, then configurations interleaved (none, keygate, Go) × ${p.repetitions}; medians. CPU per request: /proc/<pid>/stat utime + stime over the closed-loop run ÷ requests, Envoy and the authz server apart; peak RSS: the authz server's VmHWM at the end. h2load runs on the same machine, so the load generator shares its CPUs with Envoy and the authz server.
+Envoy ${envoy.envoyVersion} from the pip wheel, \`--concurrency 1\`, envoy/envoy.yaml rendered for the bench: its ext_authz filter unchanged (gRPC, body packed as bytes, 250 ms timeout) pointing at each authz server in turn, every route answering Envoy's \`direct_response\` 200 (no upstream process), the access log and the per-client rate limit removed (the limit would turn the load into 429s), and a third configuration without ext_authz. keygate runs as \`keygate serve\` with its production Node flags (one client, sealed upstream key); the Go reference is bench/go-authz (${envoy.goVersion}, grpc-go + go-control-plane: the same credential search, SHA-256, map lookup, allow with the upstream key and x-client-id set and authorization removed). Closed-loop load: ${envoy.h2loadVersion} over HTTP/1.1 (\`--h1\`), POST /v1/messages with the 2 KB Messages body and the token in Authorization: Bearer. Closed loop: ${p.closedClients.join(" and ")} clients (one connection each, one request in flight), about ${p.closedSeconds} s per run (a request count sized from the warm-up's rate: h2load 1.52's timed mode never ends over --h1); the targets use ${p.closedClients[0]} clients, because at 1000 the queue in front of the authz server outlasts envoy.yaml's 250 ms ext_authz timeout and answers turn into 503s (the non-2xx column); peak RSS is read after both. Open loop: ${p.openRate} req/s on a fixed schedule for ${p.openSeconds} s from a Node keep-alive HTTP/1.1 client in the bench process (h2load 1.52 ignores --rps over --h1), each latency counted from the request's scheduled send time; the client's own overhead is in every configuration's p50 alike, so compare the added p50s. ${p.warmupRequests} warm-up requests per configuration, then configurations interleaved (none, keygate, Go) × ${p.repetitions}, each run after a wait for a quiet machine; medians. CPU per request: /proc/<pid>/stat utime + stime over the closed-loop run ÷ requests, Envoy and the authz server apart; peak RSS: the authz server's VmHWM at the end. h2load runs on the same machine, so the load generator shares its CPUs with Envoy and the authz server.
 
 ${markdownTable(envoyTable(envoy))}
 `;
