@@ -2,8 +2,10 @@
  * keygate benchmark (`npm run bench`; `BENCH_QUICK=1` for a fast smoke run).
  * Sections, in order: "check" (keygate vs a bare grpc-js floor over real gRPC),
  * "keystore scale" (10 / 10 000 / 100 000 clients: sync, reload, revocation, Check
- * latency, memory), "hot path" (where keygate's per-Check CPU goes) and "hostile"
- * (4 MiB hostile bodies: CPU per Check, and normal p99 while one client sends them).
+ * latency, memory), "hot path" (where keygate's per-Check CPU goes), "hostile"
+ * (4 MiB hostile bodies: CPU per Check, and normal p99 while one client sends them) and
+ * "envoy" (through a real Envoy: no authz vs keygate vs a compiled Go ext_authz peer;
+ * needs Go and h2load, skipped with the reason when Go or Envoy is missing).
  * Prints a table and writes bench/results/latest.json and latest.md with the machine,
  * parameters, numbers and PASS/FAIL per target. `npm run bench -- --only hostile` (or
  * check, scale, hot-path) runs one section and writes bench/results/<section>.json and
