@@ -21,6 +21,7 @@ import { findEnvoy } from "../scripts/find-envoy.mjs";
 import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
 import { freePort } from "../test/helpers/local-process.js";
 import { generateKeystore } from "./keystore-fixture.js";
+import { processCpuTicks } from "./machine-load.js";
 import { awaitQuiet, BENCH_DIR, clockTicks, memoryOf, startKeygateChild } from "./processes.js";
 import { type Target, target } from "./report.js";
 import { median, round } from "./stats.js";
@@ -312,17 +313,6 @@ async function startBenchEnvoy(
   throw new Error(`envoy did not become ready (authz port ${authzPort}):\n${proc.output()}`);
 }
 
-/** utime + stime of a process (all threads), in clock ticks. */
-function cpuTicks(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return null;
-  }
-}
-
 function percentile(sorted: readonly number[], p: number): number | null {
   if (sorted.length === 0) return null;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? null;
@@ -529,8 +519,8 @@ export async function runEnvoySection(
     ): Promise<EnvoyRun> => {
       const envoy = envoyOf(configuration);
       const pid = authzPid[configuration];
-      const envoyBefore = cpuTicks(envoy.pid);
-      const authzBefore = pid === null ? null : cpuTicks(pid);
+      const envoyBefore = processCpuTicks(envoy.pid);
+      const authzBefore = pid === null ? null : processCpuTicks(pid);
       const result =
         mode === "closed"
           ? {
@@ -548,8 +538,8 @@ export async function runEnvoySection(
               latenciesMs: [],
             }
           : await openLoop(envoy.url, body, authorization, params.openRate, params.openSeconds);
-      const envoyAfter = cpuTicks(envoy.pid);
-      const authzAfter = pid === null ? null : cpuTicks(pid);
+      const envoyAfter = processCpuTicks(envoy.pid);
+      const authzAfter = pid === null ? null : processCpuTicks(pid);
       const perRequest = (before: number | null, after: number | null) =>
         before === null || after === null || result.requests === 0
           ? null
