@@ -5,7 +5,7 @@
  */
 import { DENIAL_TYPES, type DenialType, denialTypeOf } from "../errors.js";
 import type { Decision } from "./decide.js";
-import type { CredentialLocation } from "./extract-credential.js";
+import { CREDENTIAL_HEADERS, type CredentialLocation } from "./extract-credential.js";
 
 export interface ResponseOptions {
   readonly upstreamHeader: string;
@@ -73,9 +73,6 @@ function metadata(
 export function denialBody(type: DenialType, requestId: string): DenialBody {
   return { type, message: DENIAL_TYPES[type].message, request_id: requestId };
 }
-
-/** Headers a caller may put a credential in; none reaches the upstream unless keygate says so. */
-const CREDENTIAL_HEADERS = ["authorization", "x-api-key"] as const;
 
 function buildAllow(
   decision: Extract<Decision, { outcome: "allow" }>,

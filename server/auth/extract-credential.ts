@@ -190,13 +190,13 @@ function probeAuthorization(value: string | undefined): Presented | undefined {
   return undefined;
 }
 
-/** Headers whose credentials are probed above; a token in any other is out of place. */
-const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key"]);
+/** The headers a caller may put a credential in: probed here, and keygate's alone on every allow. */
+export const CREDENTIAL_HEADERS: readonly string[] = ["authorization", "x-api-key"];
 
 function tokenElsewhere(attributes: CheckAttributes): boolean {
   if (attributes.query.includes(KEYGATE_TOKEN_MARK)) return true;
   for (const [name, value] of attributes.headers) {
-    if (!CREDENTIAL_HEADERS.has(name) && value.includes(KEYGATE_TOKEN_MARK)) return true;
+    if (!CREDENTIAL_HEADERS.includes(name) && value.includes(KEYGATE_TOKEN_MARK)) return true;
   }
   return false;
 }
