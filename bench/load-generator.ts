@@ -122,6 +122,14 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   };
   const closeTimer = setTimeout(closeWindow, spec.warmupMs + spec.durationMs);
 
+  /** Counts one answer by its verdict. */
+  const tally = (result: CallResult, expect: Expectation | null): void => {
+    const { verdict, code } = judge(result, expect);
+    if (verdict === "allow") allowed++;
+    else if (verdict === "mismatch") mismatched++;
+    else if (verdict === "deny") denied[code] = (denied[code] ?? 0) + 1;
+    else transportErrors++;
+  };
   const issue = (channel: GrpcH2Channel) => {
     const index = next;
     next = (next + 1) % payloads.length;
@@ -133,11 +141,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
       const elapsedUs = Number(process.hrtime.bigint() - t0) / 1000;
       inflight--;
       if (measuring) {
-        const { verdict, code } = judge(result, expect);
-        if (verdict === "allow") allowed++;
-        else if (verdict === "mismatch") mismatched++;
-        else if (verdict === "deny") denied[code] = (denied[code] ?? 0) + 1;
-        else transportErrors++;
+        tally(result, expect);
         samples[measured++] = elapsedUs;
         if (measured >= spec.maxCalls) closeWindow();
       }
@@ -152,11 +156,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
       const elapsedUs = Number(process.hrtime.bigint() - t0) / 1000;
       inflight--;
       if (measuring) {
-        const { verdict, code } = judge(result, expect);
-        if (verdict === "allow") allowed++;
-        else if (verdict === "mismatch") mismatched++;
-        else if (verdict === "deny") denied[code] = (denied[code] ?? 0) + 1;
-        else transportErrors++;
+        tally(result, expect);
         if (measured < spec.maxCalls) samples[measured++] = elapsedUs;
       }
       if (inflight === 0 && (stopping || performance.now() >= windowEnd)) onDrained();
