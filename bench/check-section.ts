@@ -6,8 +6,8 @@
 
 import path from "node:path";
 import { credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
-import { authorizationService } from "../server/grpc/protos.js";
 import { checkRequest } from "../test/helpers/check-request.js";
+import { authorizationService } from "../test/helpers/envoy-protos.js";
 import { generateKeystore, type KeystoreFixture } from "./keystore-fixture.js";
 import type { LoadSpec } from "./load-generator.js";
 import {

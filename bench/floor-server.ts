@@ -6,7 +6,7 @@
  * Prints {"msg":"floor listening","port":N} when ready; SIGTERM stops it.
  */
 import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
-import { authorizationService } from "../server/grpc/protos.js";
+import { authorizationService } from "../test/helpers/envoy-protos.js";
 import { CLIENT_ID_HEADER, UPSTREAM_HEADER } from "./workload.js";
 
 const MAX_RECEIVE_BYTES = 8 * 1024 * 1024;

@@ -9,7 +9,6 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
-import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import { createMetrics } from "../server/admin/metrics.js";
 import { buildResponse } from "../server/auth/build-response.js";
 import { decodeCheckRequest } from "../server/auth/check-attributes.js";
@@ -19,8 +18,8 @@ import { resolvePolicy } from "../server/auth/policy.js";
 import { parseMasterKeys } from "../server/crypto/aes-gcm.js";
 import { hasValidChecksum } from "../server/crypto/token-format.js";
 import { hashToken } from "../server/crypto/token-hash.js";
+import { encodeCheckResponse } from "../server/grpc/check-response-wire.js";
 import { createCheckService } from "../server/grpc/check-service.js";
-import { authorizationService } from "../server/grpc/protos.js";
 import { recordDecision } from "../server/grpc/record-decision.js";
 import { KeystoreManager } from "../server/keystore/keystore-manager.js";
 import { lookupCredential } from "../server/keystore/lookup-credential.js";
@@ -90,11 +89,8 @@ export async function runHotPathSection(params: HotPathParams): Promise<HotPathS
     if ((await manager.reload()).result !== "applied") {
       throw new Error("hot path keystore did not load");
     }
-    const method = authorizationService().Check;
-    if (!method) throw new Error("Authorization/Check missing");
     const wire = encodeCheck(client.token, "hot-path").subarray(5);
-    const request = method.requestDeserialize(wire);
-    const attributes = decodeCheckRequest(request);
+    const attributes = decodeCheckRequest(wire);
     const policy = resolvePolicy("enforce", attributes.contextExtensions);
     const extraction = extractCredential(attributes, policy.source);
     const lookup = lookupCredential(extraction, manager, manager.upstreamKeys);
@@ -127,30 +123,17 @@ export async function runHotPathSection(params: HotPathParams): Promise<HotPathS
       logger,
       metrics,
     });
-    const handler = service.Check as (
-      call: ServerUnaryCall<unknown, unknown>,
-      callback: sendUnaryData<unknown>,
-    ) => void;
-    const call = { request } as unknown as ServerUnaryCall<unknown, unknown>;
-    const callback: sendUnaryData<unknown> = (_error, value) => {
-      sink = value;
-    };
 
     const phases: Array<[string, string, () => unknown]> = [
       [
-        "gRPC request decode (protobufjs; the floor pays it too)",
-        "@grpc/proto-loader requestDeserialize",
-        () => method.requestDeserialize(wire),
+        "whole Check handler (protobuf bytes in → framed response out)",
+        "server/grpc/check-service.ts createCheckService()",
+        () => service(wire),
       ],
       [
-        "whole Check handler (decode attributes → record), keygate only",
-        "server/grpc/check-service.ts check()",
-        () => handler(call, callback),
-      ],
-      [
-        "decodeCheckRequest (headers map, body)",
+        "decodeCheckRequest (protobuf bytes → headers map, body)",
         "server/auth/check-attributes.ts decodeCheckRequest",
-        () => decodeCheckRequest(request),
+        () => decodeCheckRequest(wire),
       ],
       [
         "resolvePolicy",
@@ -200,9 +183,9 @@ export async function runHotPathSection(params: HotPathParams): Promise<HotPathS
           recordDecision({ logger, metrics }, { attributes, policy, lookup, decision, started }),
       ],
       [
-        "gRPC response encode (keygate's allow)",
-        "@grpc/proto-loader responseSerialize",
-        () => method.responseSerialize(response),
+        "encodeCheckResponse (keygate's allow, framed)",
+        "server/grpc/check-response-wire.ts encodeCheckResponse",
+        () => encodeCheckResponse(response),
       ],
     ];
     await awaitQuiet();

@@ -5,8 +5,9 @@
  * must produce. Also the judge that tells a real allow (the swapped key and client id
  * in ok_response) from anything else, so a benchmark of denials cannot pass for one of allows.
  */
-import { authorizationService } from "../server/grpc/protos.js";
+
 import { checkRequest } from "../test/helpers/check-request.js";
+import { authorizationService } from "../test/helpers/envoy-protos.js";
 import { type CallResult, grpcFrame, TRANSPORT_ERROR } from "./grpc-h2-client.js";
 
 /** The allow keygate must answer for a request. */

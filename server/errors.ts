@@ -3,7 +3,7 @@
  * HTTP status, gRPC code and public message; the denial body, metric labels, logs and
  * the README's error table all derive from it (a test keeps the README in step).
  */
-import { status as GrpcStatus } from "@grpc/grpc-js";
+import { GrpcStatus } from "./grpc/grpc-status.js";
 
 export interface DenialTypeSpec {
   /** HTTP status Envoy sends to the client. */

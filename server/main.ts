@@ -86,8 +86,8 @@ export async function startKeygate(
   const grpc = await startGrpcServer({
     address: config.grpcAddress,
     maxReceiveBytes: config.grpcMaxReceiveBytes,
-    ...(tls === null ? {} : { credentials: tls.credentials }),
-    checkService: createCheckService({
+    ...(tls === null ? {} : { tls }),
+    check: createCheckService({
       mode: config.mode,
       responseOptions: {
         upstreamHeader: config.upstreamHeader,

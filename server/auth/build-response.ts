@@ -1,6 +1,6 @@
 /**
- * Response building: a Decision becomes Envoy's CheckResponse (snake_case, as
- * @grpc/proto-loader encodes it). Allows carry header mutations and dynamic metadata;
+ * Response building: a Decision becomes Envoy's CheckResponse (field names as in Envoy's
+ * protos; check-response-wire.ts encodes it). Allows carry header mutations and dynamic metadata;
  * denials carry the catalogue's status, gRPC code and a typed JSON body.
  */
 import { DENIAL_TYPES, type DenialType, denialTypeOf } from "../errors.js";
@@ -31,10 +31,7 @@ type HeaderValueOption = {
   append_action: "OVERWRITE_IF_EXISTS_OR_ADD";
 };
 
-/**
- * google.protobuf.Value as protobufjs encodes it. Its bundled well-known types are declared
- * with camelCase fields (stringValue), unlike Envoy's protos, which keepCase leaves snake_case.
- */
+/** One google.protobuf.Value of the dynamic metadata: a string, number or bool. */
 type StructValue = { stringValue: string } | { numberValue: number } | { boolValue: boolean };
 
 export interface CheckResponse {

@@ -1,11 +1,10 @@
 /**
  * The Authorization/Check handler: decode → read the body → policy → extract → look up →
- * decide → respond, each phase a function of its own module. A large body is read across
- * turns of the event loop; everything after it is synchronous, so no Check spans a
- * keystore generation switch. Anything unexpected denies (503), and the callback is
- * called exactly once.
+ * decide → respond → encode, each phase a function of its own module. A large body is
+ * read across turns of the event loop; everything after it is synchronous, so no Check
+ * spans a keystore generation switch. Anything unexpected inside keygate denies (503);
+ * bytes that are not a CheckRequest are a gRPC INVALID_ARGUMENT (Envoy fails closed).
  */
-import type { ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { Metrics } from "../admin/metrics.js";
 import { buildResponse, type CheckResponse, type ResponseOptions } from "../auth/build-response.js";
 import { type CheckAttributes, decodeCheckRequest } from "../auth/check-attributes.js";
@@ -17,6 +16,10 @@ import type { KeystoreManager } from "../keystore/keystore-manager.js";
 import { lookupCredential } from "../keystore/lookup-credential.js";
 import type { UsageRecorder } from "../keystore/usage-recorder.js";
 import type { Logger } from "../logger.js";
+import { encodeCheckResponse } from "./check-response-wire.js";
+import type { UnaryHandler } from "./grpc-server.js";
+import { GrpcError, GrpcStatus } from "./grpc-status.js";
+import { WireError } from "./protobuf-wire.js";
 import { readBodyInSlices } from "./read-body-in-slices.js";
 import { recordDecision } from "./record-decision.js";
 import type { ThrottleGuard } from "./throttle-guard.js";
@@ -42,8 +45,8 @@ const INTERNAL_FAILURE = {
 
 const THROTTLED = { kind: "throttled" } as const;
 
-/** Builds the Authorization service implementation. */
-export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplementation {
+/** Builds the Authorization/Check handler. */
+export function createCheckService(deps: CheckServiceDeps): UnaryHandler {
   const now = deps.now ?? Date.now;
 
   /** Every phase after reading the body; never throws. */
@@ -87,25 +90,30 @@ export function createCheckService(deps: CheckServiceDeps): UntypedServiceImplem
     return buildResponse(INTERNAL_FAILURE, deps.responseOptions, context);
   }
 
-  function check(
-    call: ServerUnaryCall<unknown, CheckResponse>,
-    callback: sendUnaryData<CheckResponse>,
-  ): void {
+  function decode(message: Buffer): CheckAttributes {
+    try {
+      return decodeCheckRequest(message);
+    } catch (error) {
+      if (error instanceof WireError)
+        throw new GrpcError(GrpcStatus.INVALID_ARGUMENT, `not a CheckRequest: ${error.message}`);
+      throw error;
+    }
+  }
+
+  return (message) => {
     const started = process.hrtime.bigint();
-    const attributes = decodeCheckRequest(call.request);
+    const attributes = decode(message);
     let body: BodyView | Promise<BodyView>;
     try {
       body = readBodyInSlices(attributes);
     } catch (error) {
-      callback(null, failed(attributes, error));
-      return;
+      return encodeCheckResponse(failed(attributes, error));
     }
     if (body instanceof Promise)
-      body.then(
-        (view) => callback(null, respond(attributes, view, started)),
-        (error: unknown) => callback(null, failed(attributes, error)),
+      return body.then(
+        (view) => encodeCheckResponse(respond(attributes, view, started)),
+        (error: unknown) => encodeCheckResponse(failed(attributes, error)),
       );
-    else callback(null, respond(attributes, body, started));
-  }
-  return { Check: check };
+    return encodeCheckResponse(respond(attributes, body, started));
+  };
 }

@@ -3,27 +3,21 @@
  * change. A CheckResponse carries provider keys in clear, so anything but loopback or a
  * unix socket wants TLS (DESIGN §13).
  *
- * grpc-js takes certificates from a `CertificateProvider` and calls
- * `setSecureContext` on its listener whenever the provider publishes new ones: new
- * connections get the new certificate, open ones keep theirs, nothing is rebound. This
- * module is that provider. It publishes only material that Node has already accepted
- * (`tls.createSecureContext` with the key matched against the certificate), because
- * grpc-js, handed a context it cannot build, stops accepting connections altogether: a
- * half-written or mismatched file is logged and the credentials in use are kept.
- *
- * grpc-js's own FileWatcherCertificateProvider is not used for that reason (it
- * publishes whatever it read, and "nothing" when a read fails), and because it only
- * polls. Here the files' directories are watched (Kubernetes swaps a `..data` symlink
+ * New connections get the new certificate after a reload (`setSecureContext` on the
+ * listener), open ones keep theirs, nothing is rebound. Only material that Node has
+ * already accepted is published (`tls.createSecureContext` with the key matched against
+ * the certificate): a half-written or mismatched file is logged and the credentials in
+ * use are kept. The files' directories are watched (Kubernetes swaps a `..data` symlink
  * under a Secret volume) with a stat poll behind, and the content decides.
  */
 import { createHash, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { createSecureContext } from "node:tls";
-import { experimental, type ServerCredentials } from "@grpc/grpc-js";
+import { createSecureContext, type SecureContextOptions } from "node:tls";
 import type { GrpcTlsFiles, ListenAddress } from "../config.js";
 import { type KeystoreWatcher, watchKeystore } from "../keystore/keystore-watcher.js";
 import type { Logger } from "../logger.js";
+import type { ServerTls } from "./grpc-server.js";
 
 /** The PEM bytes in use: the certificate chain, its key, and for mutual TLS the client CA. */
 interface TlsMaterial {
@@ -46,12 +40,9 @@ export interface CertificateSummary {
 
 export type TlsReloadResult = "applied" | "unchanged" | "failed";
 
-export interface TlsCredentials {
-  /** For `Server.bindAsync`. */
-  readonly credentials: ServerCredentials;
-  readonly mutual: boolean;
+export interface TlsCredentials extends ServerTls {
   /** The certificate new connections are served. */
-  current(): CertificateSummary;
+  certificate(): CertificateSummary;
   /** Re-reads the files now; the watcher calls it on every change. */
   reload(): TlsReloadResult;
   close(): void;
@@ -130,48 +121,9 @@ function summarize(leaf: X509Certificate): CertificateSummary {
   };
 }
 
-type CaListener = experimental.CaCertificateUpdateListener;
-type IdentityListener = experimental.IdentityCertificateUpdateListener;
-
-/** A CertificateProvider whose updates are pushed by `publish`, never null once started. */
-class ReloadingProvider implements experimental.CertificateProvider {
-  private readonly caListeners = new Set<CaListener>();
-  private readonly identityListeners = new Set<IdentityListener>();
-
-  constructor(private material: TlsMaterial) {}
-
-  publish(material: TlsMaterial): void {
-    this.material = material;
-    for (const listener of this.identityListeners) listener(this.identityUpdate());
-    for (const listener of this.caListeners) listener(this.caUpdate());
-  }
-
-  private identityUpdate(): experimental.IdentityCertificateUpdate {
-    return { certificate: this.material.cert, privateKey: this.material.key };
-  }
-
-  private caUpdate(): experimental.CaCertificateUpdate | null {
-    return this.material.ca === null ? null : { caCertificate: this.material.ca };
-  }
-
-  // grpc-js reads the listener's context after adding its listener: answer on the next tick.
-  addCaCertificateListener(listener: CaListener): void {
-    this.caListeners.add(listener);
-    process.nextTick(() => listener(this.caUpdate()));
-  }
-
-  removeCaCertificateListener(listener: CaListener): void {
-    this.caListeners.delete(listener);
-  }
-
-  addIdentityCertificateListener(listener: IdentityListener): void {
-    this.identityListeners.add(listener);
-    process.nextTick(() => listener(this.identityUpdate()));
-  }
-
-  removeIdentityCertificateListener(listener: IdentityListener): void {
-    this.identityListeners.delete(listener);
-  }
+function contextOptions(material: TlsMaterial): SecureContextOptions {
+  const { cert, key, ca } = material;
+  return ca === null ? { cert, key } : { cert, key, ca };
 }
 
 /**
@@ -182,15 +134,10 @@ class ReloadingProvider implements experimental.CertificateProvider {
 export function openTlsCredentials(options: TlsCredentialsOptions): TlsCredentials {
   const { files, logger } = options;
   let material = readMaterial(files);
-  const provider = new ReloadingProvider(material);
+  // With a client CA the listener requests and verifies client certificates and
+  // refuses connections without one.
   const mutual = files.clientCaPath !== null;
-  // One provider serves both roles; with a CA provider grpc-js requests and verifies
-  // client certificates, and rejects clients without one when the flag is true.
-  const credentials = experimental.createCertificateProviderServerCredentials(
-    provider,
-    mutual ? provider : null,
-    mutual,
-  );
+  const listeners: ((options: SecureContextOptions) => void)[] = [];
 
   const reload = (): TlsReloadResult => {
     let next: TlsMaterial;
@@ -206,7 +153,7 @@ export function openTlsCredentials(options: TlsCredentialsOptions): TlsCredentia
     }
     if (next.digest === material.digest) return "unchanged";
     material = next;
-    provider.publish(next);
+    for (const listener of listeners) listener(contextOptions(next));
     logger.info(
       { certificate: summarize(next.leaf), mutualTls: mutual },
       "gRPC TLS certificate reloaded; new connections use it",
@@ -230,9 +177,10 @@ export function openTlsCredentials(options: TlsCredentialsOptions): TlsCredentia
   warnIfExpired(logger, material.leaf);
 
   return {
-    credentials,
     mutual,
-    current: () => summarize(material.leaf),
+    current: () => contextOptions(material),
+    onUpdate: (listener) => listeners.push(listener),
+    certificate: () => summarize(material.leaf),
     reload,
     close() {
       for (const watcher of watchers) watcher.close();
@@ -261,7 +209,7 @@ export function logGrpcTransport(
 ): void {
   if (tls !== null) {
     logger.info(
-      { transport: tls.mutual ? "mtls" : "tls", certificate: tls.current() },
+      { transport: tls.mutual ? "mtls" : "tls", certificate: tls.certificate() },
       tls.mutual
         ? "gRPC serves mutual TLS: clients must present a certificate signed by KEYGATE_GRPC_TLS_CLIENT_CA"
         : "gRPC serves TLS",

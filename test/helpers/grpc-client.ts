@@ -12,11 +12,7 @@ import {
 import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
 import type { CheckResponse } from "../../server/auth/build-response.js";
-import {
-  AUTHORIZATION_SERVICE,
-  EXTERNAL_AUTH_PROTO,
-  LOADER_OPTIONS,
-} from "../../server/grpc/protos.js";
+import { AUTHORIZATION_SERVICE, EXTERNAL_AUTH_PROTO, LOADER_OPTIONS } from "./envoy-protos.js";
 
 export interface CheckClient {
   check(request: unknown): Promise<CheckResponse>;

@@ -5,7 +5,12 @@ import {
   type Extraction,
   extractCredential,
 } from "../../server/auth/extract-credential.js";
+import { WireError } from "../../server/grpc/protobuf-wire.js";
 import { basic, checkRequest, type RequestSpec } from "../helpers/check-request.js";
+import { serializeCheckRequest } from "../helpers/envoy-protos.js";
+
+/** A CheckRequest for the spec as Envoy sends it: protobuf bytes. */
+const wire = (spec: RequestSpec) => serializeCheckRequest(checkRequest(spec));
 
 type Expected =
   | { kind: "none" }
@@ -223,48 +228,47 @@ function summarise(extraction: Extraction): Expected {
 
 for (const c of cases) {
   test(`extract: ${c.name}`, (t) => {
-    const attributes = decodeCheckRequest(checkRequest(c.request));
+    const attributes = decodeCheckRequest(wire(c.request));
     t.deepEqual(summarise(extractCredential(attributes, c.source ?? "any")), c.expected);
   });
 }
 
-test("decode: never throws on shapeless input", (t) => {
-  for (const input of [
-    undefined,
-    null,
-    42,
-    "x",
-    [],
-    { attributes: 7 },
-    { attributes: { request: { http: { headers: 5 } } } },
-  ]) {
-    const attributes = decodeCheckRequest(input);
+test("decode: empty or partial messages become empty attributes", (t) => {
+  for (const input of [{}, { attributes: {} }, { attributes: { request: {} } }]) {
+    const attributes = decodeCheckRequest(serializeCheckRequest(input));
     t.is(attributes.path, "");
     t.is(extractCredential(attributes, "any").kind, "none");
   }
 });
 
+test("decode: bytes that are not protobuf throw WireError, nothing else", (t) => {
+  for (const bytes of [
+    [0x0a, 0x05, 0x01], // attributes: length beyond the message
+    [0x0a], // a key with no length
+    [0x0b], // a group start (wire type 3)
+    [0x00], // field number 0
+    [0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // 11-byte varint
+    [0x0a, 0x03, 0x22, 0x05, 0x12], // a nested length beyond its parent
+  ])
+    t.throws(() => decodeCheckRequest(Buffer.from(bytes)), { instanceOf: WireError });
+});
+
 test("decode: query strings are not part of the path", (t) => {
-  t.is(
-    decodeCheckRequest(checkRequest({ path: "/services/chat?x=/admin" })).path,
-    "/services/chat",
-  );
+  t.is(decodeCheckRequest(wire({ path: "/services/chat?x=/admin" })).path, "/services/chat");
 });
 
 test("decode: the partial-body header marks the body truncated", (t) => {
   t.true(
-    decodeCheckRequest(checkRequest({ headers: { "x-envoy-auth-partial-body": "true" } }))
-      .bodyTruncated,
+    decodeCheckRequest(wire({ headers: { "x-envoy-auth-partial-body": "true" } })).bodyTruncated,
   );
   t.false(
-    decodeCheckRequest(checkRequest({ headers: { "x-envoy-auth-partial-body": "false" } }))
-      .bodyTruncated,
+    decodeCheckRequest(wire({ headers: { "x-envoy-auth-partial-body": "false" } })).bodyTruncated,
   );
 });
 
 test("extract: a keygate token in the query string, a cookie or another header is out of place", (t) => {
   const elsewhere = (spec: RequestSpec) =>
-    extractCredential(decodeCheckRequest(checkRequest(spec)), "any").tokenElsewhere;
+    extractCredential(decodeCheckRequest(wire(spec)), "any").tokenElsewhere;
   t.true(elsewhere({ path: `/v1/messages?api_key=${TOKEN}` }));
   t.true(elsewhere({ headers: { cookie: `session=${TOKEN}` } }));
   t.true(elsewhere({ headers: { "proxy-authorization": `Bearer ${TOKEN}` } }));
@@ -274,10 +278,8 @@ test("extract: a keygate token in the query string, a cookie or another header i
 
 test("extract: a body in a charset keygate does not decode, or content-encoded, may hold a credential", (t) => {
   const view = (headers: Record<string, string>) =>
-    extractCredential(
-      decodeCheckRequest(checkRequest({ body: '{"api+AF8-key":"x"}', headers })),
-      "any",
-    ).body;
+    extractCredential(decodeCheckRequest(wire({ body: '{"api+AF8-key":"x"}', headers })), "any")
+      .body;
   t.deepEqual(view({ "content-type": "application/json; charset=utf-7" }), {
     kind: "other",
     mayHoldCredential: true,

@@ -9,6 +9,7 @@ import type { DenialReason } from "../../server/errors.js";
 import { FailureThrottle, sourceKey, sourceOf } from "../../server/grpc/failure-throttle.js";
 import { countsAsFailure } from "../../server/grpc/throttle-guard.js";
 import { checkRequest } from "../helpers/check-request.js";
+import { serializeCheckRequest } from "../helpers/envoy-protos.js";
 
 const T0 = Date.parse("2026-12-03T05:00:00Z");
 const WINDOW_MS = 60_000;
@@ -219,7 +220,7 @@ for (const { name, hops, xff, peer, expect } of sourceCases) {
     (request.attributes as Record<string, unknown>).source = {
       address: { socket_address: { address: peer ?? PEER, port_value: 40_000 } },
     };
-    t.is(sourceOf(decodeCheckRequest(request), hops), expect);
+    t.is(sourceOf(decodeCheckRequest(serializeCheckRequest(request)), hops), expect);
   });
 }
 

@@ -1,7 +1,10 @@
 /**
- * Loads Envoy's ext_authz v3 protos from the `deps/` folders that @grpc/grpc-js-xds
- * ships (no proto files are copied into this repository) and exposes the Authorization
- * service definition. Field names stay snake_case as on the wire.
+ * The reference codec: Envoy's ext_authz v3 protos, loaded by @grpc/proto-loader from
+ * the `deps/` folders that @grpc/grpc-js-xds ships (no proto files are copied into this
+ * repository). keygate's server reads and writes the wire format itself
+ * (server/auth/check-attributes.ts, server/grpc/check-response-wire.ts); tests and
+ * benchmarks use this definition as Envoy's side: to encode CheckRequests, to call the
+ * server with grpc-js, and to check what the server answers. Field names stay snake_case.
  */
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -33,6 +36,22 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 };
 
 let cached: ServiceDefinition | undefined;
+
+/** A CheckRequest object (snake_case, as test/helpers/check-request.ts builds it) as protobuf bytes. */
+export function serializeCheckRequest(request: unknown): Buffer {
+  return checkMethod().requestSerialize(request);
+}
+
+/** A CheckResponse's protobuf bytes (without the gRPC prefix) as a snake_case object. */
+export function deserializeCheckResponse(bytes: Buffer): Record<string, unknown> {
+  return checkMethod().responseDeserialize(bytes) as Record<string, unknown>;
+}
+
+function checkMethod() {
+  const method = authorizationService().Check;
+  if (method === undefined) throw new Error("Authorization/Check missing from the protos");
+  return method;
+}
 
 /** The envoy.service.auth.v3.Authorization service definition (loaded once). */
 export function authorizationService(): ServiceDefinition {
