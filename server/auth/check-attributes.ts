@@ -51,21 +51,16 @@ const HEADER_VALUE_RAW_VALUE = 3;
 const MAP_KEY = 1;
 const MAP_VALUE = 2;
 
-/** The HttpRequest fields as sent; proto3 semantics (the last occurrence wins). */
-interface HttpFields {
+/** What is read, proto3 style: a later occurrence of a field replaces an earlier one. */
+interface Fields {
   id: string;
   method: string;
   path: string;
-  /** The `headers` map (last value per key), then header_map entries in order. */
-  headers: Map<string, string>;
-  headerList: [name: string, value: string][];
+  /** Lower-case names; header_map's repeated names joined with "," as Envoy joins them. */
+  readonly headers: Map<string, string>;
   body: string;
   rawBody: Buffer | undefined;
-}
-
-interface Fields {
-  readonly http: HttpFields;
-  contextExtensions: Record<string, string>;
+  readonly contextExtensions: Record<string, string>;
   sourceAddress: string;
 }
 
@@ -75,8 +70,9 @@ function addHeader(headers: Map<string, string>, name: string, value: string): v
   headers.set(key, existing === undefined ? value : `${existing},${value}`);
 }
 
-/** A map<string, string> entry. */
+/** A map<string, string> entry at the cursor. */
 function readEntry(reader: WireReader): [key: string, value: string] {
+  const outer = reader.enter();
   let key = "";
   let value = "";
   for (let field = reader.next(); field !== 0; field = reader.next()) {
@@ -84,82 +80,104 @@ function readEntry(reader: WireReader): [key: string, value: string] {
     else if (field === MAP_VALUE && reader.wireType === LENGTH_DELIMITED) value = reader.string();
     else reader.skip();
   }
+  reader.leave(outer);
   return [key, value];
 }
 
-/** One header_map HeaderValue: raw_value bytes (as latin1, byte for byte) over value. */
-function readHeaderValue(reader: WireReader, into: [string, string][]): void {
-  let key = "";
-  let value = "";
-  let raw: Buffer | undefined;
+/** header_map's HeaderValues: raw_value bytes (as latin1, byte for byte) over value. */
+function readHeaderMap(reader: WireReader, headers: Map<string, string>): void {
+  const outer = reader.enter();
   for (let field = reader.next(); field !== 0; field = reader.next()) {
-    if (reader.wireType !== LENGTH_DELIMITED) reader.skip();
-    else if (field === HEADER_VALUE_KEY) key = reader.string();
-    else if (field === HEADER_VALUE_VALUE) value = reader.string();
-    else if (field === HEADER_VALUE_RAW_VALUE) raw = reader.bytes();
-    else reader.skip();
+    if (field !== HEADER_MAP_HEADERS || reader.wireType !== LENGTH_DELIMITED) {
+      reader.skip();
+      continue;
+    }
+    const header = reader.enter();
+    let key = "";
+    let value = "";
+    let raw: Buffer | undefined;
+    for (let inner = reader.next(); inner !== 0; inner = reader.next()) {
+      if (reader.wireType !== LENGTH_DELIMITED) reader.skip();
+      else if (inner === HEADER_VALUE_KEY) key = reader.string();
+      else if (inner === HEADER_VALUE_VALUE) value = reader.string();
+      else if (inner === HEADER_VALUE_RAW_VALUE) raw = reader.bytes();
+      else reader.skip();
+    }
+    reader.leave(header);
+    if (key !== "") addHeader(headers, key, raw === undefined ? value : raw.toString("latin1"));
   }
-  if (key !== "") into.push([key, raw === undefined ? value : raw.toString("latin1")]);
+  reader.leave(outer);
 }
 
-function readHttp(reader: WireReader, http: HttpFields): void {
+function readHttp(reader: WireReader, fields: Fields): void {
+  const outer = reader.enter();
   for (let field = reader.next(); field !== 0; field = reader.next()) {
     if (reader.wireType !== LENGTH_DELIMITED) reader.skip();
     else if (field === HTTP_HEADERS) {
-      const [key, value] = readEntry(reader.message());
-      http.headers.set(key, value);
-    } else if (field === HTTP_PATH) http.path = reader.string();
-    else if (field === HTTP_RAW_BODY) http.rawBody = reader.bytes();
-    else if (field === HTTP_BODY) http.body = reader.string();
-    else if (field === HTTP_METHOD) http.method = reader.string();
-    else if (field === HTTP_ID) http.id = reader.string();
-    else if (field === HTTP_HEADER_MAP) {
-      const map = reader.message();
-      for (let inner = map.next(); inner !== 0; inner = map.next()) {
-        if (inner === HEADER_MAP_HEADERS && map.wireType === LENGTH_DELIMITED)
-          readHeaderValue(map.message(), http.headerList);
-        else map.skip();
-      }
-    } else reader.skip();
+      // A map: the last entry for a name wins. Envoy sends names in lower case.
+      const [key, value] = readEntry(reader);
+      fields.headers.set(key.toLowerCase(), value);
+    } else if (field === HTTP_PATH) fields.path = reader.string();
+    else if (field === HTTP_RAW_BODY) fields.rawBody = reader.bytes();
+    else if (field === HTTP_BODY) fields.body = reader.string();
+    else if (field === HTTP_METHOD) fields.method = reader.string();
+    else if (field === HTTP_ID) fields.id = reader.string();
+    else if (field === HTTP_HEADER_MAP) readHeaderMap(reader, fields.headers);
+    else reader.skip();
   }
+  reader.leave(outer);
 }
 
-/** Descends `path` (embedded message field numbers) and reads the string field `last`. */
-function readNestedString(reader: WireReader, path: readonly number[], last: number): string {
+/** Peer.address.socket_address.address, or "" (Envoy reports a pipe or internal address otherwise). */
+function readPeerAddress(reader: WireReader): string {
   let found = "";
+  const peer = reader.enter();
   for (let field = reader.next(); field !== 0; field = reader.next()) {
-    if (reader.wireType !== LENGTH_DELIMITED) reader.skip();
-    else if (path.length === 0 && field === last) found = reader.string();
-    else if (path.length > 0 && field === path[0]) {
-      const inner = readNestedString(reader.message(), path.slice(1), last);
-      if (inner !== "") found = inner;
-    } else reader.skip();
+    if (field !== PEER_ADDRESS || reader.wireType !== LENGTH_DELIMITED) {
+      reader.skip();
+      continue;
+    }
+    const address = reader.enter();
+    for (let inner = reader.next(); inner !== 0; inner = reader.next()) {
+      if (inner !== ADDRESS_SOCKET_ADDRESS || reader.wireType !== LENGTH_DELIMITED) {
+        reader.skip();
+        continue;
+      }
+      const socket = reader.enter();
+      for (let leaf = reader.next(); leaf !== 0; leaf = reader.next()) {
+        if (leaf === SOCKET_ADDRESS_ADDRESS && reader.wireType === LENGTH_DELIMITED)
+          found = reader.string();
+        else reader.skip();
+      }
+      reader.leave(socket);
+    }
+    reader.leave(address);
   }
+  reader.leave(peer);
   return found;
 }
 
 function readAttributes(reader: WireReader, fields: Fields): void {
+  const outer = reader.enter();
   for (let field = reader.next(); field !== 0; field = reader.next()) {
     if (reader.wireType !== LENGTH_DELIMITED) reader.skip();
     else if (field === ATTRIBUTES_REQUEST) {
-      const request = reader.message();
-      for (let inner = request.next(); inner !== 0; inner = request.next()) {
-        if (inner === REQUEST_HTTP && request.wireType === LENGTH_DELIMITED)
-          readHttp(request.message(), fields.http);
-        else request.skip();
+      const request = reader.enter();
+      for (let inner = reader.next(); inner !== 0; inner = reader.next()) {
+        if (inner === REQUEST_HTTP && reader.wireType === LENGTH_DELIMITED)
+          readHttp(reader, fields);
+        else reader.skip();
       }
+      reader.leave(request);
     } else if (field === ATTRIBUTES_CONTEXT_EXTENSIONS) {
-      const [key, value] = readEntry(reader.message());
+      const [key, value] = readEntry(reader);
       fields.contextExtensions[key] = value;
     } else if (field === ATTRIBUTES_SOURCE) {
-      const address = readNestedString(
-        reader.message(),
-        [PEER_ADDRESS, ADDRESS_SOCKET_ADDRESS],
-        SOCKET_ADDRESS_ADDRESS,
-      );
+      const address = readPeerAddress(reader);
       if (address !== "") fields.sourceAddress = address;
     } else reader.skip();
   }
+  reader.leave(outer);
 }
 
 function splitQuery(target: string): [path: string, query: string] {
@@ -172,42 +190,39 @@ function splitQuery(target: string): [path: string, query: string] {
  * @throws WireError when the bytes are not a protobuf message.
  */
 export function decodeCheckRequest(wire: Buffer): CheckAttributes {
-  const http: HttpFields = {
+  const fields: Fields = {
     id: "",
     method: "",
     path: "",
     headers: new Map(),
-    headerList: [],
     body: "",
     rawBody: undefined,
+    contextExtensions: {},
+    sourceAddress: "",
   };
-  const fields: Fields = { http, contextExtensions: {}, sourceAddress: "" };
   const reader = new WireReader(wire, 0, wire.length);
   for (let field = reader.next(); field !== 0; field = reader.next()) {
     if (field === CHECK_REQUEST_ATTRIBUTES && reader.wireType === LENGTH_DELIMITED)
-      readAttributes(reader.message(), fields);
+      readAttributes(reader, fields);
     else reader.skip();
   }
-  const headers = new Map<string, string>();
-  for (const [name, value] of http.headers) addHeader(headers, name, value);
-  // With encode_raw_headers Envoy sends header_map instead, repeated names apart.
-  for (const [name, value] of http.headerList) addHeader(headers, name, value);
-  const [path, query] = splitQuery(http.path || (headers.get(":path") ?? ""));
+  const { headers } = fields;
+  const [path, query] = splitQuery(fields.path || (headers.get(":path") ?? ""));
   const body =
-    http.rawBody !== undefined && http.rawBody.length > 0
-      ? http.rawBody
-      : http.body.length > 0
-        ? Buffer.from(http.body, "utf8")
+    fields.rawBody !== undefined && fields.rawBody.length > 0
+      ? fields.rawBody
+      : fields.body.length > 0
+        ? Buffer.from(fields.body, "utf8")
         : undefined;
   return {
-    method: http.method || (headers.get(":method") ?? ""),
+    method: fields.method || (headers.get(":method") ?? ""),
     path,
     query,
     headers,
     body,
     bodyTruncated: headers.get(PARTIAL_BODY_HEADER)?.trim().toLowerCase() === "true",
     contextExtensions: fields.contextExtensions,
-    requestId: headers.get("x-request-id") ?? http.id,
+    requestId: headers.get("x-request-id") ?? fields.id,
     sourceAddress: fields.sourceAddress,
   };
 }

@@ -29,7 +29,7 @@ export class WireReader {
   constructor(
     readonly buf: Buffer,
     start: number,
-    private readonly end: number,
+    private end: number,
   ) {
     this.pos = start;
   }
@@ -58,30 +58,43 @@ export class WireReader {
     throw new WireError("varint longer than 10 bytes");
   }
 
-  /** A length-delimited field's extent in `buf`, as [start, end). */
-  span(): [start: number, end: number] {
+  /** Reads a length-delimited field's length and checks it fits; the value starts at `pos`. */
+  private length(): number {
     const length = this.varint();
-    const start = this.pos;
-    if (length > this.end - start) throw new WireError("length beyond the message");
-    this.pos = start + length;
-    return [start, this.pos];
+    if (length > this.end - this.pos) throw new WireError("length beyond the message");
+    return length;
   }
 
   string(): string {
-    const [start, end] = this.span();
-    return this.buf.toString("utf8", start, end);
+    const length = this.length();
+    const start = this.pos;
+    this.pos += length;
+    return this.buf.toString("utf8", start, this.pos);
   }
 
   /** A bytes field as a view of the input (no copy). */
   bytes(): Buffer {
-    const [start, end] = this.span();
-    return this.buf.subarray(start, end);
+    const length = this.length();
+    const start = this.pos;
+    this.pos += length;
+    return this.buf.subarray(start, this.pos);
   }
 
-  /** A reader over an embedded message. */
-  message(): WireReader {
-    const [start, end] = this.span();
-    return new WireReader(this.buf, start, end);
+  /**
+   * Narrows the reader to the embedded message at the cursor (no new reader, no copy);
+   * read its fields with `next()` until 0, then `leave(outer)`.
+   */
+  enter(): number {
+    const length = this.length();
+    const outer = this.end;
+    this.end = this.pos + length;
+    return outer;
+  }
+
+  /** Returns from the embedded message `enter` narrowed to, skipping what was not read. */
+  leave(outer: number): void {
+    this.pos = this.end;
+    this.end = outer;
   }
 
   /** Skips the value of the field `next()` returned. */
@@ -94,7 +107,7 @@ export class WireReader {
         this.advance(8);
         return;
       case LENGTH_DELIMITED:
-        this.span();
+        this.advance(this.length());
         return;
       case FIXED32:
         this.advance(4);

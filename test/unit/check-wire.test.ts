@@ -249,7 +249,7 @@ test("CheckResponse: the denied HTTP status is Envoy's StatusCode enum value", (
   t.is(decoded.denied_response?.status.code, "Unauthorized");
 });
 
-test("WireWriter: embedded messages of any length get the right length prefix", (t) => {
+test("WireWriter and WireReader: embedded messages of any length round-trip", (t) => {
   for (const length of [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152]) {
     const writer = new WireWriter(8);
     const outer = writer.begin(1);
@@ -261,13 +261,15 @@ test("WireWriter: embedded messages of any length get the right length prefix", 
     const framed = writer.framed();
     const reader = new WireReader(framed, 5, framed.length);
     t.is(reader.next(), 1);
-    const first = reader.message();
-    t.is(first.next(), 2);
-    const second = first.message();
-    t.is(second.next(), 3);
-    t.is(second.string().length, length);
-    t.is(second.next(), 0);
-    t.is(first.next(), 0);
+    const top = reader.enter();
+    t.is(reader.next(), 2);
+    const first = reader.enter();
+    t.is(reader.next(), 3);
+    t.is(reader.string().length, length);
+    t.is(reader.next(), 0);
+    reader.leave(first);
+    t.is(reader.next(), 0);
+    reader.leave(top);
     t.is(reader.next(), 4);
     t.is(reader.varint(), 300);
     t.is(reader.next(), 0);
