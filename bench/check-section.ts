@@ -1,6 +1,6 @@
 /**
  * Section "check": Check throughput and latency over real gRPC, keygate against the
- * floor (a bare grpc-js server answering a fixed allow), same load generator, same
+ * floor (keygate's own gRPC layer answering a fixed allow), same load generator, same
  * requests, runs alternated (floor, keygate, floor, keygate…) and reduced to medians.
  */
 

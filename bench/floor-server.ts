@@ -1,18 +1,19 @@
 /**
- * The floor: a bare grpc-js Authorization server that decodes the same Envoy protos as
- * keygate (same loader options, same receive limit) and answers every Check with one
- * fixed allow shaped like keygate's (key swap, client id, dynamic metadata). Whatever
- * this costs, any Node ext_authz server pays; keygate is measured against it.
+ * The floor: keygate's own gRPC layer (server/grpc/grpc-server.ts: node:http2, framing,
+ * health) answering every Check with one fixed allow shaped like keygate's (key swap,
+ * client id, dynamic metadata), encoded once. Whatever this costs, keygate pays for
+ * receiving and answering a Check; the difference is its decision. The request is not
+ * decoded at all.
  * Prints {"msg":"floor listening","port":N} when ready; SIGTERM stops it.
  */
-import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
-import { authorizationService } from "../test/helpers/envoy-protos.js";
+import { encodeCheckResponse } from "../server/grpc/check-response-wire.js";
+import { startGrpcServer } from "../server/grpc/grpc-server.js";
 import { CLIENT_ID_HEADER, UPSTREAM_HEADER } from "./workload.js";
 
 const MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
-const OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD";
+const OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD" as const;
 
-const FIXED_ALLOW = Object.freeze({
+const FIXED_ALLOW = encodeCheckResponse({
   status: { code: 0 },
   ok_response: {
     headers: [
@@ -22,7 +23,7 @@ const FIXED_ALLOW = Object.freeze({
       },
       { header: { key: CLIENT_ID_HEADER, value: "client-000000" }, append_action: OVERWRITE },
     ],
-    headers_to_remove: [],
+    headers_to_remove: ["authorization"],
   },
   dynamic_metadata: {
     fields: {
@@ -33,23 +34,13 @@ const FIXED_ALLOW = Object.freeze({
   },
 });
 
-const server = new Server({
-  "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
-  "grpc.max_send_message_length": 4 * 1024 * 1024,
+const server = await startGrpcServer({
+  address: { kind: "tcp", host: "127.0.0.1", port: 0 },
+  maxReceiveBytes: MAX_RECEIVE_BYTES,
+  check: () => FIXED_ALLOW,
 });
-server.addService(authorizationService(), {
-  Check(_call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) {
-    callback(null, FIXED_ALLOW);
-  },
-});
-server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, port) => {
-  if (error) {
-    process.stderr.write(`floor-server: ${error.message}\n`);
-    process.exit(1);
-  }
-  process.stdout.write(`${JSON.stringify({ msg: "floor listening", port })}\n`);
-});
+server.setServing(true);
+process.stdout.write(`${JSON.stringify({ msg: "floor listening", port: server.port })}\n`);
 process.once("SIGTERM", () => {
-  server.tryShutdown(() => process.exit(0));
-  setTimeout(() => process.exit(0), 2000).unref();
+  void server.drain(2000).then(() => process.exit(0));
 });

@@ -6,7 +6,7 @@
  *    application/json and text/plain), from /proc/<pid>/stat utime + stime over
  *    back-to-back calls (enough of them to span many clock ticks), median of several
  *    repetitions, with the wall time per call. The same for the normal 2 KB messages
- *    body, and for the floor (bare grpc-js: gRPC receive + protobuf decode, no keygate
+ *    body, and for the floor (keygate's gRPC layer: HTTP/2 receive and framing, no keygate
  *    code) on one 4 MiB body, which is what any Node ext_authz server pays for the bytes.
  * 2. Normal Check latency under an open-loop load at a fixed rate, quiet and while one
  *    hostile client sends the costliest 4 MiB body back to back (one call in flight),

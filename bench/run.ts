@@ -1,6 +1,6 @@
 /**
  * keygate benchmark (`npm run bench`; `BENCH_QUICK=1` for a fast smoke run).
- * Sections, in order: "check" (keygate vs a bare grpc-js floor over real gRPC),
+ * Sections, in order: "check" (keygate vs the floor, its own gRPC layer answering a fixed allow),
  * "keystore scale" (10 / 10 000 / 100 000 clients: sync, reload, revocation, Check
  * latency, memory), "hot path" (where keygate's per-Check CPU goes), "hostile"
  * (4 MiB hostile bodies: CPU per Check, and normal p99 while one client sends them) and
@@ -259,7 +259,7 @@ function checkTable(check: CheckSectionResult): string[][] {
       "allowed / not",
       "runs in median",
     ],
-    row("floor (bare grpc-js)", check.floor),
+    row("floor (keygate's gRPC layer, fixed allow)", check.floor),
     row("keygate", check.keygate),
     [
       "keygate / floor",
@@ -408,7 +408,7 @@ function hostileMarkdown(hostile: HostileSectionResult): string {
   const p = hostile.params;
   return `## Hostile bodies (issue 8)
 
-Real gRPC to \`keygate serve\` (5 clients, KEYGATE_LOG_LEVEL=warn) and to the floor (bare grpc-js: gRPC receive + protobuf decode, a fixed allow), over 127.0.0.1, no credential in any header. Bodies are packed as \`raw_body\` bytes under the declared content-type. Server CPU per Check: /proc/<pid>/stat utime + stime (all threads) over back-to-back calls, one in flight, until at least ${p.minCalls} calls and ${p.minServerCpuMs} ms of server CPU (at most ${p.maxCalls} calls or ${p.maxMsPerMeasurement / 1000} s), read 100 ms after the last answer so the collection of its garbage counts ("(schedstat)": the same from the scheduler's nanosecond clock, /proc/<pid>/task/*/schedstat, as a cross-check of the 10 ms ticks); each server first gets ${p.warmupCalls} normal calls and one of each body (JIT warm-up); medians of ${p.cpuRepetitions} repetitions, shapes interleaved. Wall: client-side time per call (sending 4 MiB over HTTP/2 included).
+Real gRPC to \`keygate serve\` (5 clients, KEYGATE_LOG_LEVEL=warn) and to the floor (keygate's own gRPC layer on node:http2: receive, framing, a fixed pre-encoded allow), over 127.0.0.1, no credential in any header. Bodies are packed as \`raw_body\` bytes under the declared content-type. Server CPU per Check: /proc/<pid>/stat utime + stime (all threads) over back-to-back calls, one in flight, until at least ${p.minCalls} calls and ${p.minServerCpuMs} ms of server CPU (at most ${p.maxCalls} calls or ${p.maxMsPerMeasurement / 1000} s), read 100 ms after the last answer so the collection of its garbage counts ("(schedstat)": the same from the scheduler's nanosecond clock, /proc/<pid>/task/*/schedstat, as a cross-check of the 10 ms ticks); each server first gets ${p.warmupCalls} normal calls and one of each body (JIT warm-up); medians of ${p.cpuRepetitions} repetitions, shapes interleaved. Wall: client-side time per call (sending 4 MiB over HTTP/2 included).
 
 ${markdownTable(hostileCpuTable(hostile))}
 
@@ -462,7 +462,7 @@ function checkMarkdown(check: CheckSectionResult, results: Results): string {
   const m = results.machine;
   return `## Check: keygate vs the floor
 
-Real gRPC over 127.0.0.1. Load generator: a separate process, ${check.params.sessions} HTTP/2 connections × ${check.params.inflightPerSession} calls in flight (closed loop), warm-up ${check.params.warmupMs} ms, window ${check.params.durationMs} ms; "serial" is 1 call in flight for ${check.params.serialDurationMs} ms. Runs alternate floor, keygate × ${check.params.repetitions}; figures are medians. Request: POST /v1/messages, ${check.requestBodyBytes}-byte JSON body (\`api_key\` of one of ${check.params.clients} known clients, \`raw_body\` as with \`pack_as_bytes\`), CheckRequest ${check.checkRequestBytes} bytes. keygate: \`keygate serve\` (real SQLite keystore, enc: upstream keys, KEYGATE_LOG_LEVEL=warn). Floor: \`bench/floor-server.ts\` (same protos, fixed allow). Both run with the server's production Node flags (\`${SERVER_NODE_FLAGS.join(" ")}\`, server/node-flags.ts). Every answer is judged: an allow counts only with the expected \`x-api-key\` and \`x-client-id\`.
+Real gRPC over 127.0.0.1. Load generator: a separate process, ${check.params.sessions} HTTP/2 connections × ${check.params.inflightPerSession} calls in flight (closed loop), warm-up ${check.params.warmupMs} ms, window ${check.params.durationMs} ms; "serial" is 1 call in flight for ${check.params.serialDurationMs} ms. Runs alternate floor, keygate × ${check.params.repetitions}; figures are medians. Request: POST /v1/messages, ${check.requestBodyBytes}-byte JSON body (\`api_key\` of one of ${check.params.clients} known clients, \`raw_body\` as with \`pack_as_bytes\`), CheckRequest ${check.checkRequestBytes} bytes. keygate: \`keygate serve\` (real SQLite keystore, enc: upstream keys, KEYGATE_LOG_LEVEL=warn). Floor: \`bench/floor-server.ts\` (keygate's own gRPC layer answering a fixed, pre-encoded allow; the request is not decoded). Both run with the server's production Node flags (\`${SERVER_NODE_FLAGS.join(" ")}\`, server/node-flags.ts). Every answer is judged: an allow counts only with the expected \`x-api-key\` and \`x-client-id\`.
 
 ${markdownTable(checkTable(check))}
 

@@ -11,6 +11,7 @@
  *     check-response-wire.ts). Nothing a peer sends can throw out of here.
  */
 import http2 from "node:http2";
+import type { Socket } from "node:net";
 import type { SecureContextOptions } from "node:tls";
 import type { ListenAddress } from "../config.js";
 import { GrpcError, GrpcStatus } from "./grpc-status.js";
@@ -227,6 +228,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   options.tls?.onUpdate((material) => {
     (server as http2.Http2SecureServer).setSecureContext(material);
   });
+  // Node's HTTP/2 server leaves Nagle's algorithm on; a small answer written while an
+  // earlier one is unacknowledged could then wait for the peer's delayed ACK. gRPC
+  // servers (grpc-go through Go's defaults) turn it off.
+  server.on("connection", (socket: Socket) => socket.setNoDelay(true));
   server.on("stream", onStream);
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
