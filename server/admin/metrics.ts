@@ -4,10 +4,18 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
+/** The labels of one Check decision. */
+export interface DecisionLabels {
+  readonly result: "allow" | "deny" | "would_deny";
+  readonly type: string;
+  readonly mode: string;
+  readonly auth_mode: string;
+}
+
 export interface Metrics {
   readonly registry: Registry;
-  readonly decisions: Counter<"result" | "type" | "mode" | "auth_mode">;
-  readonly checkDuration: Histogram<"result">;
+  /** Counts one decision and observes its duration. */
+  recordCheck(labels: DecisionLabels, seconds: number): void;
   readonly keystoreGeneration: Gauge;
   readonly keystoreClients: Gauge;
   readonly keystoreStale: Gauge;
@@ -33,23 +41,40 @@ export function createMetrics(): Metrics {
       this.set(throttleSources());
     },
   });
+  const decisions = new Counter({
+    name: "keygate_check_decisions_total",
+    help: "Check decisions by result (allow, deny, would_deny), denial type, policy mode and auth mode.",
+    labelNames: ["result", "type", "mode", "auth_mode"] as const,
+    registers: [registry],
+  });
+  const checkDuration = new Histogram({
+    name: "keygate_check_duration_seconds",
+    help: "Time keygate spent deciding one Check, from decode to response.",
+    labelNames: ["result"] as const,
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+    registers: [registry],
+  });
+  // prom-client hashes the label object on every call; children bound to their labels
+  // skip that. The combinations are few (the catalogue's types × modes), so all are kept.
+  const decisionChildren = new Map<string, Counter.Internal>();
+  const durationChildren = new Map<string, Histogram.Internal<"result">>();
   return {
     registry,
-    decisions: new Counter({
-      name: "keygate_check_decisions_total",
-      help: "Check decisions by result (allow, deny, would_deny), denial type, policy mode and auth mode.",
-      labelNames: ["result", "type", "mode", "auth_mode"],
-      registers: [registry],
-    }),
-    checkDuration: new Histogram({
-      name: "keygate_check_duration_seconds",
-      help: "Time keygate spent deciding one Check, from decode to response.",
-      labelNames: ["result"],
-      buckets: [
-        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-      ],
-      registers: [registry],
-    }),
+    recordCheck(labels, seconds) {
+      const key = `${labels.result}\0${labels.type}\0${labels.mode}\0${labels.auth_mode}`;
+      let decision = decisionChildren.get(key);
+      if (decision === undefined) {
+        decision = decisions.labels(labels);
+        decisionChildren.set(key, decision);
+      }
+      decision.inc();
+      let duration = durationChildren.get(labels.result);
+      if (duration === undefined) {
+        duration = checkDuration.labels({ result: labels.result });
+        durationChildren.set(labels.result, duration);
+      }
+      duration.observe(seconds);
+    },
     keystoreGeneration: new Gauge({
       name: "keygate_keystore_generation",
       help: "Id of the keystore generation being served (0 when none).",

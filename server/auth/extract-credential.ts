@@ -206,6 +206,7 @@ function readsFrom(source: CredentialSource, location: CredentialLocation): bool
   return (location === "body") === (source === "body");
 }
 
+/** The outcome for what the route reads; always a new object (extractCredential adds to it). */
 function resultOf(
   usable: readonly Presented[],
   body: BodyView,
@@ -244,10 +245,11 @@ export function extractCredential(
     if (found !== undefined) presented.push(found);
   }
   const usable = presented.filter((found) => readsFrom(source, found.location));
-  return {
-    ...resultOf(usable, body, source),
+  // Object.assign onto resultOf's fresh object: an object spread of its differently
+  // shaped results took V8 about 5 µs per Check, a tenth of the whole decision.
+  return Object.assign(resultOf(usable, body, source), {
     body,
     presented,
     tokenElsewhere: tokenElsewhere(attributes),
-  };
+  });
 }

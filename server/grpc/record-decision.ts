@@ -47,8 +47,7 @@ export function recordDecision(
   const type = reason === null ? "none" : denialTypeOf(reason);
   const result = decision.outcome === "deny" ? "deny" : reason === null ? "allow" : "would_deny";
   const authMode = decision.outcome === "allow" ? decision.authMode : "denied";
-  deps.metrics.decisions.inc({ result, type, mode: policy.mode, auth_mode: authMode });
-  deps.metrics.checkDuration.observe({ result }, seconds);
+  deps.metrics.recordCheck({ result, type, mode: policy.mode, auth_mode: authMode }, seconds);
   reportRouteProblem(deps.logger, policy.misconfigured);
 
   const level = result === "allow" ? "debug" : result === "deny" ? "info" : "warn";
