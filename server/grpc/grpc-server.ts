@@ -180,6 +180,25 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   ]);
   const watches = new Set<http2.ServerHttp2Stream>();
 
+  // One call answered per turn of the event loop. Node's HTTP/2 session writes what was
+  // answered at the start of the next turn, so answering every call of one read first
+  // made Envoy wait for the whole batch, and Envoy and keygate took turns instead of
+  // working at once: 0.6x the Go reference's throughput through Envoy. One per turn,
+  // each answer leaves while the next call is decided: 0.9x, for ~3% more CPU.
+  const ready: (() => void)[] = [];
+  let draining = false;
+  const answerNext = () => {
+    ready.shift()?.();
+    if (ready.length > 0) setImmediate(answerNext);
+    else draining = false;
+  };
+  const answerSoon = (call: () => void) => {
+    ready.push(call);
+    if (draining) return;
+    draining = true;
+    setImmediate(answerNext);
+  };
+
   const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     // A peer's reset or a broken connection surfaces here; the call is simply over.
     stream.on("error", () => {});
@@ -197,7 +216,12 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     const path = headers[":path"] ?? "";
     const handler = unary.get(path);
     if (handler !== undefined) {
-      readMessage(stream, options.maxReceiveBytes, (message) => runUnary(stream, handler, message));
+      readMessage(stream, options.maxReceiveBytes, (message) =>
+        answerSoon(() => {
+          // Envoy gave up on it (its timeout reset the stream): nobody would read the answer.
+          if (!stream.destroyed && !stream.closed) runUnary(stream, handler, message);
+        }),
+      );
     } else if (path === HEALTH_WATCH_PATH) {
       readMessage(stream, options.maxReceiveBytes, (message) => {
         if (stream.destroyed || stream.closed) return;
