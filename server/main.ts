@@ -87,6 +87,7 @@ export async function startKeygate(
     address: config.grpcAddress,
     maxReceiveBytes: config.grpcMaxReceiveBytes,
     ...(tls === null ? {} : { tls }),
+    ready: () => keystore.generationId !== null,
     check: createCheckService({
       mode: config.mode,
       responseOptions: {
@@ -117,7 +118,8 @@ export async function startKeygate(
     metrics.keystoreClients.set(status.generation?.clientCount ?? 0);
     metrics.keystoreStale.set(status.stale ? 1 : 0);
     metrics.keystoreReady.set(status.generation ? 1 : 0);
-    grpc.setServing(status.generation !== null);
+    // Health follows `ready` live; this tells Watches the state may have changed.
+    grpc.setServing(true);
     return outcome;
   }
   observe(first);

@@ -40,6 +40,11 @@ export interface GrpcServerOptions {
   readonly address: ListenAddress;
   readonly maxReceiveBytes: number;
   readonly check: UnaryHandler;
+  /**
+   * Whether Checks can be decided now (a keystore generation is loaded); health Checks
+   * ask it live. `setServing(false)` overrides it, e.g. for a drain.
+   */
+  readonly ready?: () => boolean;
   /** TLS or mutual TLS; plaintext when absent. */
   readonly tls?: ServerTls;
 }
@@ -47,6 +52,10 @@ export interface GrpcServerOptions {
 export interface RunningGrpcServer {
   /** Bound TCP port (0 for unix sockets). */
   readonly port: number;
+  /**
+   * On: health follows `ready`. Off: NOT_SERVING whatever `ready` says. Call it again
+   * when what `ready` reads changes, so that Watches hear of it.
+   */
   setServing(serving: boolean): void;
   /** Stops accepting calls, lets in-flight ones finish, forces closed after the timeout. */
   drain(timeoutMs: number): Promise<void>;
@@ -173,7 +182,7 @@ function listenOptions(address: ListenAddress): { path: string } | { port: numbe
  * @throws Error when the address cannot be bound.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
-  const health = createHealthService();
+  const health = createHealthService(options.ready ?? (() => true));
   const unary = new Map<string, UnaryHandler>([
     [CHECK_PATH, options.check],
     [HEALTH_CHECK_PATH, (message) => health.check(message)],

@@ -50,23 +50,30 @@ function framedStatus(status: ServingStatus): Buffer {
   return writer.framed();
 }
 
-export function createHealthService(): HealthService {
+/**
+ * `ready` is asked on every Check, so the answer never lags behind the keystore (a Check
+ * may be allowed the moment a generation is applied); Watches hear of changes through
+ * `setServing`, which also turns the status off for a drain.
+ */
+export function createHealthService(ready: () => boolean): HealthService {
   let status: ServingStatus = "NOT_SERVING";
+  let serving = false;
   const watchers = new Map<Watcher, string>();
+  const current = (): ServingStatus => (serving && ready() ? "SERVING" : "NOT_SERVING");
   const statusOf = (service: string): ServingStatus =>
-    SERVICES.includes(service) ? status : "SERVICE_UNKNOWN";
+    SERVICES.includes(service) ? current() : "SERVICE_UNKNOWN";
   return {
-    setServing(serving) {
-      const next = serving ? "SERVING" : "NOT_SERVING";
-      if (next === status) return;
-      status = next;
+    setServing(next) {
+      serving = next;
+      if (current() === status) return;
+      status = current();
       for (const [send, service] of watchers) send(framedStatus(statusOf(service)));
     },
     check(request) {
       const service = serviceOf(request);
       if (!SERVICES.includes(service))
         throw new GrpcError(GrpcStatus.NOT_FOUND, `unknown service ${JSON.stringify(service)}`);
-      return framedStatus(status);
+      return framedStatus(current());
     },
     watch(request, send) {
       const service = serviceOf(request);
