@@ -194,17 +194,17 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   // made Envoy wait for the whole batch, and Envoy and keygate took turns instead of
   // working at once: 0.6x the Go reference's throughput through Envoy. One per turn,
   // each answer leaves while the next call is decided: 0.9x, for ~3% more CPU.
-  const ready: (() => void)[] = [];
-  let draining = false;
+  const arrived: (() => void)[] = [];
+  let answering = false;
   const answerNext = () => {
-    ready.shift()?.();
-    if (ready.length > 0) setImmediate(answerNext);
-    else draining = false;
+    arrived.shift()?.();
+    if (arrived.length > 0) setImmediate(answerNext);
+    else answering = false;
   };
   const answerSoon = (call: () => void) => {
-    ready.push(call);
-    if (draining) return;
-    draining = true;
+    arrived.push(call);
+    if (answering) return;
+    answering = true;
     setImmediate(answerNext);
   };
 
