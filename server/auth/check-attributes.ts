@@ -128,32 +128,22 @@ function readHttp(reader: WireReader, fields: Fields): void {
   reader.leave(outer);
 }
 
-/** Peer.address.socket_address.address, or "" (Envoy reports a pipe or internal address otherwise). */
-function readPeerAddress(reader: WireReader): string {
+/** Peer.address.socket_address.address: "" when Envoy reports a pipe or internal address. */
+const SOURCE_ADDRESS_PATH = [PEER_ADDRESS, ADDRESS_SOCKET_ADDRESS, SOCKET_ADDRESS_ADDRESS];
+
+/**
+ * The string at `path` (field numbers, each but the last an embedded message) in the
+ * embedded message at the cursor, or "".
+ */
+function readStringAt(reader: WireReader, path: readonly number[], depth = 0): string {
   let found = "";
-  const peer = reader.enter();
+  const outer = reader.enter();
   for (let field = reader.next(); field !== 0; field = reader.next()) {
-    if (field !== PEER_ADDRESS || reader.wireType !== LENGTH_DELIMITED) {
-      reader.skip();
-      continue;
-    }
-    const address = reader.enter();
-    for (let inner = reader.next(); inner !== 0; inner = reader.next()) {
-      if (inner !== ADDRESS_SOCKET_ADDRESS || reader.wireType !== LENGTH_DELIMITED) {
-        reader.skip();
-        continue;
-      }
-      const socket = reader.enter();
-      for (let leaf = reader.next(); leaf !== 0; leaf = reader.next()) {
-        if (leaf === SOCKET_ADDRESS_ADDRESS && reader.wireType === LENGTH_DELIMITED)
-          found = reader.string();
-        else reader.skip();
-      }
-      reader.leave(socket);
-    }
-    reader.leave(address);
+    if (field !== path[depth] || reader.wireType !== LENGTH_DELIMITED) reader.skip();
+    else if (depth === path.length - 1) found = reader.string();
+    else found = readStringAt(reader, path, depth + 1) || found;
   }
-  reader.leave(peer);
+  reader.leave(outer);
   return found;
 }
 
@@ -173,7 +163,7 @@ function readAttributes(reader: WireReader, fields: Fields): void {
       const [key, value] = readEntry(reader);
       fields.contextExtensions[key] = value;
     } else if (field === ATTRIBUTES_SOURCE) {
-      const address = readPeerAddress(reader);
+      const address = readStringAt(reader, SOURCE_ADDRESS_PATH);
       if (address !== "") fields.sourceAddress = address;
     } else reader.skip();
   }

@@ -3,7 +3,8 @@
  * decide → respond → encode, each phase a function of its own module. A large body is
  * read across turns of the event loop; everything after it is synchronous, so no Check
  * spans a keystore generation switch. Anything unexpected inside keygate denies (503);
- * bytes that are not a CheckRequest are a gRPC INVALID_ARGUMENT (Envoy fails closed).
+ * bytes that are not a CheckRequest throw WireError, which the server answers with
+ * INVALID_ARGUMENT (Envoy fails closed).
  */
 import type { Metrics } from "../admin/metrics.js";
 import { buildResponse, type CheckResponse, type ResponseOptions } from "../auth/build-response.js";
@@ -18,8 +19,6 @@ import type { UsageRecorder } from "../keystore/usage-recorder.js";
 import type { Logger } from "../logger.js";
 import { encodeCheckResponse } from "./check-response-wire.js";
 import type { UnaryHandler } from "./grpc-server.js";
-import { GrpcError, GrpcStatus } from "./grpc-status.js";
-import { WireError } from "./protobuf-wire.js";
 import { readBodyInSlices } from "./read-body-in-slices.js";
 import { recordDecision } from "./record-decision.js";
 import type { ThrottleGuard } from "./throttle-guard.js";
@@ -90,19 +89,9 @@ export function createCheckService(deps: CheckServiceDeps): UnaryHandler {
     return buildResponse(INTERNAL_FAILURE, deps.responseOptions, context);
   }
 
-  function decode(message: Buffer): CheckAttributes {
-    try {
-      return decodeCheckRequest(message);
-    } catch (error) {
-      if (error instanceof WireError)
-        throw new GrpcError(GrpcStatus.INVALID_ARGUMENT, `not a CheckRequest: ${error.message}`);
-      throw error;
-    }
-  }
-
   return (message) => {
     const started = process.hrtime.bigint();
-    const attributes = decode(message);
+    const attributes = decodeCheckRequest(message);
     let body: BodyView | Promise<BodyView>;
     try {
       body = readBodyInSlices(attributes);

@@ -21,7 +21,7 @@ import {
   HEALTH_CHECK_PATH,
   HEALTH_WATCH_PATH,
 } from "./health-service.js";
-import { GRPC_PREFIX_BYTES } from "./protobuf-wire.js";
+import { GRPC_PREFIX_BYTES, WireError } from "./protobuf-wire.js";
 
 export const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
 
@@ -95,16 +95,26 @@ function sendError(stream: http2.ServerHttp2Stream, code: number, message: strin
   stream.close(NGHTTP2_NO_ERROR);
 }
 
-function sendMessage(stream: http2.ServerHttp2Stream, framed: Buffer): void {
-  if (stream.destroyed || stream.closed) return;
+/** Sends the response headers; grpc-status 0 follows as a trailer when the stream ends. */
+function openResponse(stream: http2.ServerHttp2Stream): void {
   stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
   stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+}
+
+function sendMessage(stream: http2.ServerHttp2Stream, framed: Buffer): void {
+  if (stream.destroyed || stream.closed) return;
+  openResponse(stream);
   stream.end(framed);
 }
 
-/** Errors a handler may throw: its own GrpcError, or anything else as INTERNAL. */
+/**
+ * Errors a handler may throw: its own GrpcError, a request that is not protobuf
+ * (WireError, from any method's decoding) as INVALID_ARGUMENT, anything else as INTERNAL.
+ */
 function statusOf(error: unknown): [code: number, message: string] {
   if (error instanceof GrpcError) return [error.code, error.message];
+  if (error instanceof WireError)
+    return [GrpcStatus.INVALID_ARGUMENT, `request is not protobuf: ${error.message}`];
   return [GrpcStatus.INTERNAL, "internal error"];
 }
 
@@ -234,8 +244,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     } else if (path === HEALTH_WATCH_PATH) {
       readMessage(stream, options.maxReceiveBytes, (message) => {
         if (stream.destroyed || stream.closed) return;
-        stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
-        stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+        openResponse(stream);
         watches.add(stream);
         const stop = health.watch(message, (framed) => stream.write(framed));
         stream.once("close", () => {
