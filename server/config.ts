@@ -54,24 +54,32 @@ export interface ThrottleSettings {
   readonly trustedHops: number;
 }
 
-const DEFAULTS = {
-  KEYGATE_KEYSTORE: "./keystore.yaml",
-  KEYGATE_DB: "./data/keystore.db",
-  // Loopback: a CheckResponse carries provider keys, so the port is not opened to the network by default.
-  KEYGATE_GRPC_ADDR: "127.0.0.1:9191",
-  KEYGATE_ADMIN_ADDR: "127.0.0.1:9192",
-  KEYGATE_MODE: "enforce",
-  KEYGATE_UPSTREAM_HEADER: "x-api-key",
-  KEYGATE_CLIENT_ID_HEADER: "x-client-id",
-  KEYGATE_LOG_LEVEL: "info",
-  KEYGATE_METADATA_UPSTREAM_KEY: "false",
-  // envoy/envoy.yaml's max_request_bytes is 4 MiB; headers and framing come on top.
-  KEYGATE_GRPC_MAX_RECEIVE_BYTES: String(8 * 1024 * 1024),
-  KEYGATE_DRAIN_TIMEOUT_MS: "10000",
-  KEYGATE_THROTTLE_FAILURES: "0",
-  KEYGATE_THROTTLE_WINDOW_S: "60",
-  KEYGATE_XFF_TRUSTED_HOPS: "0",
-} as const;
+/**
+ * The variables as the schema leaves them: defaults filled in, numbers and booleans read
+ * from their text. Absent optional variables mean the feature is off.
+ */
+interface ConfigVariables {
+  readonly KEYGATE_KEYSTORE: string;
+  readonly KEYGATE_DB: string;
+  readonly KEYGATE_GRPC_ADDR: string;
+  readonly KEYGATE_ADMIN_ADDR: string;
+  readonly KEYGATE_MODE: Mode;
+  readonly KEYGATE_UPSTREAM_HEADER: string;
+  readonly KEYGATE_CLIENT_ID_HEADER: string;
+  readonly KEYGATE_LOG_LEVEL: string;
+  readonly KEYGATE_METADATA_UPSTREAM_KEY: boolean;
+  readonly KEYGATE_GRPC_MAX_RECEIVE_BYTES: number;
+  readonly KEYGATE_DRAIN_TIMEOUT_MS: number;
+  readonly KEYGATE_THROTTLE_FAILURES: number;
+  readonly KEYGATE_THROTTLE_WINDOW_S: number;
+  readonly KEYGATE_XFF_TRUSTED_HOPS: number;
+  readonly KEYGATE_MASTER_KEY?: string;
+  readonly KEYGATE_MASTER_KEY_FILE?: string;
+  readonly KEYGATE_GRPC_TLS_CERT?: string;
+  readonly KEYGATE_GRPC_TLS_KEY?: string;
+  readonly KEYGATE_GRPC_TLS_CLIENT_CA?: string;
+  readonly KEYGATE_UPSTREAM_ENV_PREFIX?: string;
+}
 
 /** Headers keygate itself uses to find credentials; the configured headers must not collide with them unexpectedly. */
 const RESERVED_HEADERS = new Set(["authorization", "host", "content-type", "content-length"]);
@@ -86,18 +94,17 @@ export class ConfigError extends Error {
   }
 }
 
-/** Variables without a default: absent means the feature is off. */
-const OPTIONAL_VARIABLES = [
-  "KEYGATE_MASTER_KEY",
-  "KEYGATE_MASTER_KEY_FILE",
-  "KEYGATE_GRPC_TLS_CERT",
-  "KEYGATE_GRPC_TLS_KEY",
-  "KEYGATE_GRPC_TLS_CLIENT_CA",
-  "KEYGATE_UPSTREAM_ENV_PREFIX",
-] as const;
-
-const ajv = new Ajv({ allErrors: false, strict: true });
-const validateEnv = ajv.compile(readSchema("config.schema.json"));
+// verbose: an error carries the property's schema, so its invalidMessage can be shown.
+const ajv = new Ajv({
+  allErrors: false,
+  strict: true,
+  useDefaults: true,
+  coerceTypes: true,
+  verbose: true,
+});
+// The schema's own keyword for the line printed when a value breaks its property's rules.
+ajv.addKeyword({ keyword: "invalidMessage", schemaType: "string" });
+const validateEnv = ajv.compile<ConfigVariables>(readSchema("config.schema.json"));
 
 function pickKeygateVars(env: NodeJS.ProcessEnv): Record<string, string> {
   const picked: Record<string, string> = {};
@@ -107,40 +114,25 @@ function pickKeygateVars(env: NodeJS.ProcessEnv): Record<string, string> {
   return picked;
 }
 
-function describeSchemaError(vars: Record<string, string>): ConfigError {
+/** The first schema error as one line naming the variable; `given` is the text as set. */
+function describeSchemaError(given: Readonly<Record<string, string>>): ConfigError {
   const error = validateEnv.errors?.[0];
   if (!error) return new ConfigError("KEYGATE_*", "invalid configuration");
   if (error.keyword === "additionalProperties" || error.keyword === "propertyNames") {
     const name = String(error.params.additionalProperty ?? error.params.propertyName ?? "");
-    return new ConfigError(
-      name,
-      `unknown variable (known: ${Object.keys(DEFAULTS).join(", ")}, ${OPTIONAL_VARIABLES.join(", ")})`,
-    );
+    const known = Object.keys(error.parentSchema?.properties ?? {}).join(", ");
+    return new ConfigError(name, `unknown variable (known: ${known})`);
   }
   const variable = error.instancePath.slice(1);
   // Never echo key material back, even in an error.
   const shown = variable.startsWith("KEYGATE_MASTER_KEY")
     ? ""
-    : ` (got ${JSON.stringify(vars[variable])})`;
-  const allowed =
+    : ` (got ${JSON.stringify(given[variable])})`;
+  const problem =
     error.keyword === "enum"
-      ? `must be one of ${(error.params.allowedValues as string[]).join(", ")}`
-      : describeFormat(variable);
-  return new ConfigError(variable, `${allowed}${shown}`);
-}
-
-function describeFormat(variable: string): string {
-  switch (variable) {
-    case "KEYGATE_GRPC_ADDR":
-      return "must be host:port, [ipv6]:port or unix:/path";
-    case "KEYGATE_ADMIN_ADDR":
-      return "must be host:port or [ipv6]:port";
-    case "KEYGATE_UPSTREAM_HEADER":
-    case "KEYGATE_CLIENT_ID_HEADER":
-      return "must be a lower-case HTTP header name";
-    default:
-      return "must be a positive integer or a non-empty string as documented";
-  }
+      ? `must be one of ${error.params.allowedValues.join(", ")}`
+      : String(error.parentSchema?.invalidMessage ?? error.message);
+  return new ConfigError(variable, `${problem}${shown}`);
 }
 
 function parseHostPort(variable: string, value: string): { host: string; port: number } {
@@ -159,7 +151,7 @@ function parseGrpcAddress(value: string): ListenAddress {
   return { kind: "tcp", ...parseHostPort("KEYGATE_GRPC_ADDR", value) };
 }
 
-function loadMasterKeys(vars: Record<string, string>): MasterKeys {
+function loadMasterKeys(vars: ConfigVariables): MasterKeys {
   const inline = vars.KEYGATE_MASTER_KEY;
   const file = vars.KEYGATE_MASTER_KEY_FILE;
   if (inline !== undefined && file !== undefined) {
@@ -177,7 +169,7 @@ function loadMasterKeys(vars: Record<string, string>): MasterKeys {
     } catch (error) {
       throw new ConfigError(
         variable,
-        `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? "error"}`,
+        `cannot read ${file}: ${error instanceof Error && "code" in error ? error.code : "error"}`,
       );
     }
   }
@@ -190,7 +182,7 @@ function loadMasterKeys(vars: Record<string, string>): MasterKeys {
   }
 }
 
-function loadGrpcTls(vars: Record<string, string>): GrpcTlsFiles | null {
+function loadGrpcTls(vars: ConfigVariables): GrpcTlsFiles | null {
   const cert = vars.KEYGATE_GRPC_TLS_CERT;
   const key = vars.KEYGATE_GRPC_TLS_KEY;
   const clientCa = vars.KEYGATE_GRPC_TLS_CLIENT_CA;
@@ -215,10 +207,11 @@ function loadGrpcTls(vars: Record<string, string>): GrpcTlsFiles | null {
  */
 export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const given = pickKeygateVars(env);
-  if (!validateEnv(given)) throw describeSchemaError(given);
-  const vars: Record<string, string> = { ...DEFAULTS, ...given };
-  const upstreamHeader = vars.KEYGATE_UPSTREAM_HEADER as string;
-  const clientIdHeader = vars.KEYGATE_CLIENT_ID_HEADER as string;
+  // The schema fills in defaults and converts numbers and booleans in the object it checks.
+  const vars: Record<string, unknown> = { ...given };
+  if (!validateEnv(vars)) throw describeSchemaError(given);
+  const upstreamHeader = vars.KEYGATE_UPSTREAM_HEADER;
+  const clientIdHeader = vars.KEYGATE_CLIENT_ID_HEADER;
   for (const [variable, header] of [
     ["KEYGATE_UPSTREAM_HEADER", upstreamHeader],
     ["KEYGATE_CLIENT_ID_HEADER", clientIdHeader],
@@ -230,41 +223,32 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   if (upstreamHeader === clientIdHeader) {
     throw new ConfigError("KEYGATE_CLIENT_ID_HEADER", "must differ from KEYGATE_UPSTREAM_HEADER");
   }
-  if (given.KEYGATE_UPSTREAM_ENV_PREFIX?.toUpperCase().startsWith("KEYGATE_")) {
+  if (vars.KEYGATE_UPSTREAM_ENV_PREFIX?.toUpperCase().startsWith("KEYGATE_")) {
     throw new ConfigError(
       "KEYGATE_UPSTREAM_ENV_PREFIX",
       "may not start with KEYGATE_: keygate's own variables are never upstream keys",
     );
   }
-  const grpcMaxReceiveBytes = Number(vars.KEYGATE_GRPC_MAX_RECEIVE_BYTES);
-  if (grpcMaxReceiveBytes < 64 * 1024) {
-    throw new ConfigError(
-      "KEYGATE_GRPC_MAX_RECEIVE_BYTES",
-      "must be at least 65536 (Envoy sends the request body)",
-    );
-  }
   return Object.freeze({
-    keystorePath: vars.KEYGATE_KEYSTORE as string,
+    keystorePath: vars.KEYGATE_KEYSTORE,
     keystoreExplicit: given.KEYGATE_KEYSTORE !== undefined,
-    dbPath: vars.KEYGATE_DB as string,
-    grpcAddress: Object.freeze(parseGrpcAddress(vars.KEYGATE_GRPC_ADDR as string)),
-    adminAddress: Object.freeze(
-      parseHostPort("KEYGATE_ADMIN_ADDR", vars.KEYGATE_ADMIN_ADDR as string),
-    ),
-    mode: vars.KEYGATE_MODE as Mode,
+    dbPath: vars.KEYGATE_DB,
+    grpcAddress: Object.freeze(parseGrpcAddress(vars.KEYGATE_GRPC_ADDR)),
+    adminAddress: Object.freeze(parseHostPort("KEYGATE_ADMIN_ADDR", vars.KEYGATE_ADMIN_ADDR)),
+    mode: vars.KEYGATE_MODE,
     upstreamHeader,
     clientIdHeader,
-    masterKeys: loadMasterKeys(given),
-    logLevel: vars.KEYGATE_LOG_LEVEL as string,
-    metadataUpstreamKey: vars.KEYGATE_METADATA_UPSTREAM_KEY === "true",
-    grpcMaxReceiveBytes,
-    drainTimeoutMs: Number(vars.KEYGATE_DRAIN_TIMEOUT_MS),
-    grpcTls: loadGrpcTls(given),
-    upstreamEnvPrefix: given.KEYGATE_UPSTREAM_ENV_PREFIX ?? null,
+    masterKeys: loadMasterKeys(vars),
+    logLevel: vars.KEYGATE_LOG_LEVEL,
+    metadataUpstreamKey: vars.KEYGATE_METADATA_UPSTREAM_KEY,
+    grpcMaxReceiveBytes: vars.KEYGATE_GRPC_MAX_RECEIVE_BYTES,
+    drainTimeoutMs: vars.KEYGATE_DRAIN_TIMEOUT_MS,
+    grpcTls: loadGrpcTls(vars),
+    upstreamEnvPrefix: vars.KEYGATE_UPSTREAM_ENV_PREFIX ?? null,
     throttle: Object.freeze({
-      failures: Number(vars.KEYGATE_THROTTLE_FAILURES),
-      windowMs: Number(vars.KEYGATE_THROTTLE_WINDOW_S) * 1000,
-      trustedHops: Number(vars.KEYGATE_XFF_TRUSTED_HOPS),
+      failures: vars.KEYGATE_THROTTLE_FAILURES,
+      windowMs: vars.KEYGATE_THROTTLE_WINDOW_S * 1000,
+      trustedHops: vars.KEYGATE_XFF_TRUSTED_HOPS,
     }),
   });
 }

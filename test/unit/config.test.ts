@@ -2,8 +2,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
-import { ConfigError, loadConfig } from "../../server/config.js";
+import { ConfigError, loadConfig, MODES } from "../../server/config.js";
 import { generateMasterKey } from "../../server/crypto/aes-gcm.js";
+import { readSchema } from "../../server/paths.js";
 
 test("defaults match the documented table", (t) => {
   const config = loadConfig({});
@@ -18,9 +19,15 @@ test("defaults match the documented table", (t) => {
     clientIdHeader: "x-client-id",
     logLevel: "info",
     metadataUpstreamKey: false,
+    grpcMaxReceiveBytes: 8 * 1024 * 1024,
+    drainTimeoutMs: 10_000,
+    grpcTls: null,
+    upstreamEnvPrefix: null,
+    throttle: { failures: 0, windowMs: 60_000, trustedHops: 0 },
   });
   t.is(config.masterKeys.size, 0);
   t.true(Object.isFrozen(config));
+  t.true(Object.isFrozen(config.throttle));
 });
 
 test("values are read and derived", (t) => {
@@ -31,6 +38,11 @@ test("values are read and derived", (t) => {
     KEYGATE_MODE: "dry-run",
     KEYGATE_MASTER_KEY: `${generateMasterKey("a")},${generateMasterKey("b")}`,
     KEYGATE_METADATA_UPSTREAM_KEY: "true",
+    KEYGATE_GRPC_MAX_RECEIVE_BYTES: "65536",
+    KEYGATE_DRAIN_TIMEOUT_MS: "0",
+    KEYGATE_THROTTLE_FAILURES: "20",
+    KEYGATE_THROTTLE_WINDOW_S: "30",
+    KEYGATE_XFF_TRUSTED_HOPS: "1",
     PATH: "/usr/bin",
   });
   t.like(config, {
@@ -39,8 +51,37 @@ test("values are read and derived", (t) => {
     adminAddress: { host: "::1", port: 0 },
     mode: "dry-run",
     metadataUpstreamKey: true,
+    grpcMaxReceiveBytes: 65_536,
+    drainTimeoutMs: 0,
+    throttle: { failures: 20, windowMs: 30_000, trustedHops: 1 },
   });
   t.deepEqual([...config.masterKeys.keys()], ["a", "b"]);
+});
+
+test("loading leaves the environment as it was", (t) => {
+  const env = { KEYGATE_DRAIN_TIMEOUT_MS: "5", KEYGATE_MODE: "off" };
+  loadConfig(env);
+  t.deepEqual(env, { KEYGATE_DRAIN_TIMEOUT_MS: "5", KEYGATE_MODE: "off" });
+});
+
+const schema = readSchema("config.schema.json") as {
+  properties: Record<string, Record<string, unknown>>;
+};
+
+test("the schema's modes are the modes the policy knows", (t) => {
+  t.deepEqual(schema.properties.KEYGATE_MODE?.enum, [...MODES]);
+});
+
+test("every variable a value can break has its message in the schema", (t) => {
+  for (const [variable, property] of Object.entries(schema.properties)) {
+    const constrained = ["pattern", "minimum", "maximum"].some((key) => key in property);
+    if (constrained || property.type !== "string") {
+      t.true(
+        "enum" in property || typeof property.invalidMessage === "string",
+        `${variable} has an enum or an invalidMessage`,
+      );
+    }
+  }
 });
 
 test("the master key can come from a file", (t) => {
@@ -72,7 +113,36 @@ const bad: Array<[string, Record<string, string>, RegExp]> = [
     { KEYGATE_GRPC_TLS_CLIENT_CA: "/etc/keygate/ca.crt" },
     /^KEYGATE_GRPC_TLS_CLIENT_CA: mutual TLS needs/,
   ],
-  ["a zero throttle window", { KEYGATE_THROTTLE_WINDOW_S: "0" }, /^KEYGATE_THROTTLE_WINDOW_S: /],
+  [
+    "a zero throttle window",
+    { KEYGATE_THROTTLE_WINDOW_S: "0" },
+    /^KEYGATE_THROTTLE_WINDOW_S: must be a whole number of seconds, 1-999999 \(got "0"\)$/,
+  ],
+  [
+    "a throttle limit that is not a number",
+    { KEYGATE_THROTTLE_FAILURES: "ten" },
+    /^KEYGATE_THROTTLE_FAILURES: must be a whole number of failures, 0-999999 .*\(got "ten"\)$/,
+  ],
+  [
+    "a fractional drain timeout",
+    { KEYGATE_DRAIN_TIMEOUT_MS: "1.5" },
+    /^KEYGATE_DRAIN_TIMEOUT_MS: must be a whole number of milliseconds/,
+  ],
+  [
+    "a negative hop count",
+    { KEYGATE_XFF_TRUSTED_HOPS: "-1" },
+    /^KEYGATE_XFF_TRUSTED_HOPS: must be a whole number of proxy hops, 0-99 \(got "-1"\)$/,
+  ],
+  [
+    "a flag that is not true or false",
+    { KEYGATE_METADATA_UPSTREAM_KEY: "yes" },
+    /^KEYGATE_METADATA_UPSTREAM_KEY: must be true or false \(got "yes"\)$/,
+  ],
+  [
+    "an env: prefix that cannot start a variable name",
+    { KEYGATE_UPSTREAM_ENV_PREFIX: "1KEY" },
+    /^KEYGATE_UPSTREAM_ENV_PREFIX: must be the start of an environment variable name/,
+  ],
   ["bad grpc address", { KEYGATE_GRPC_ADDR: "9191" }, /^KEYGATE_GRPC_ADDR: must be host:port/],
   [
     "port out of range",
@@ -95,7 +165,11 @@ const bad: Array<[string, Record<string, string>, RegExp]> = [
     /^KEYGATE_CLIENT_ID_HEADER: must differ/,
   ],
   ["bad log level", { KEYGATE_LOG_LEVEL: "loud" }, /^KEYGATE_LOG_LEVEL: must be one of/],
-  ["unknown variable (typo)", { KEYGATE_MOD: "off" }, /^KEYGATE_MOD: unknown variable/],
+  [
+    "unknown variable (typo)",
+    { KEYGATE_MOD: "off" },
+    /^KEYGATE_MOD: unknown variable \(known: KEYGATE_KEYSTORE, .*KEYGATE_MODE, .*KEYGATE_MASTER_KEY_FILE, /,
+  ],
   [
     "short master key",
     { KEYGATE_MASTER_KEY: `k1:${secret}` },
@@ -114,7 +188,7 @@ const bad: Array<[string, Record<string, string>, RegExp]> = [
   [
     "tiny receive size",
     { KEYGATE_GRPC_MAX_RECEIVE_BYTES: "1024" },
-    /^KEYGATE_GRPC_MAX_RECEIVE_BYTES: must be at least/,
+    /^KEYGATE_GRPC_MAX_RECEIVE_BYTES: must be at least 65536, .*\(got "1024"\)$/,
   ],
 ];
 
