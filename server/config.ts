@@ -94,7 +94,7 @@ export class ConfigError extends Error {
   }
 }
 
-// verbose: an error carries the property's schema, so its invalidMessage can be shown.
+// verbose: an error carries the property's schema, so its errorMessage can be shown.
 const ajv = new Ajv({
   allErrors: false,
   strict: true,
@@ -102,8 +102,9 @@ const ajv = new Ajv({
   coerceTypes: true,
   verbose: true,
 });
-// The schema's own keyword for the line printed when a value breaks its property's rules.
-ajv.addKeyword({ keyword: "invalidMessage", schemaType: "string" });
+// A property's errorMessage is the line printed when its value breaks any of its rules: the
+// annotation keystore.schema.json uses too (read by keygate, not ajv-errors).
+ajv.addKeyword({ keyword: "errorMessage", schemaType: "string" });
 const validateEnv = ajv.compile<ConfigVariables>(readSchema("config.schema.json"));
 
 function pickKeygateVars(env: NodeJS.ProcessEnv): Record<string, string> {
@@ -131,7 +132,7 @@ function describeSchemaError(given: Readonly<Record<string, string>>): ConfigErr
   const problem =
     error.keyword === "enum"
       ? `must be one of ${error.params.allowedValues.join(", ")}`
-      : String(error.parentSchema?.invalidMessage ?? error.message);
+      : String(error.parentSchema?.errorMessage ?? error.message);
   return new ConfigError(variable, `${problem}${shown}`);
 }
 

@@ -77,8 +77,8 @@ test("every variable a value can break has its message in the schema", (t) => {
     const constrained = ["pattern", "minimum", "maximum"].some((key) => key in property);
     if (constrained || property.type !== "string") {
       t.true(
-        "enum" in property || typeof property.invalidMessage === "string",
-        `${variable} has an enum or an invalidMessage`,
+        "enum" in property || typeof property.errorMessage === "string",
+        `${variable} has an enum or an errorMessage`,
       );
     }
   }
