@@ -9,6 +9,7 @@ import { type Config, loadConfig } from "../config.js";
 import { decryptSecret } from "../crypto/aes-gcm.js";
 import { mintToken } from "../crypto/token-format.js";
 import { hashToken } from "../crypto/token-hash.js";
+import { CLIENT_ID_MESSAGE, isClientId } from "../keystore/client-id.js";
 import {
   DEFAULTS_AAD,
   type EditOptions,
@@ -38,7 +39,6 @@ import { type ClientUsage, listClients, renderJson, renderTable } from "./list-o
 import { formatTimestamp, parseDuration, parseExpiry, timestampValue } from "./time-args.js";
 import { readUpstreamKey, seal, sealingKey } from "./upstream-key-input.js";
 
-const CLIENT_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const ENV_VARIABLE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** At least 8 hex characters, so a slip of the keyboard cannot match a token by chance. */
 const DIGEST_PREFIX = /^[0-9a-fA-F]{8,64}$/;
@@ -441,11 +441,7 @@ function editOptions(config: Config, env: NodeJS.ProcessEnv): EditOptions {
 /** @throws Error when the id cannot be a client id (so a typo is not looked up or written). */
 function clientIdArgument(parsed: Parsed): string {
   const id = parsed.positionals[0] ?? "";
-  if (!CLIENT_ID.test(id)) {
-    throw new Error(
-      `invalid client id ${quoted(id)}: 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit`,
-    );
-  }
+  if (!isClientId(id)) throw new Error(`invalid client id ${quoted(id)}: ${CLIENT_ID_MESSAGE}`);
   return id;
 }
 
