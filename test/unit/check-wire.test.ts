@@ -275,3 +275,35 @@ test("WireWriter and WireReader: embedded messages of any length round-trip", (t
     t.is(reader.next(), 0);
   }
 });
+
+test("WireWriter: strings read back byte for byte, ASCII or not, at every length boundary", (t) => {
+  // Short strings are first tried as ASCII; a non-ASCII unit anywhere, even the last,
+  // must fall back to UTF-8 without leaving the ASCII attempt's bytes behind.
+  const cases = [
+    "",
+    "a",
+    "x".repeat(127),
+    "x".repeat(128),
+    `${"x".repeat(127)}é`,
+    `${"x".repeat(255)}é`,
+    "x".repeat(256),
+    "x".repeat(257),
+    "é",
+    "日本",
+    "😀",
+    `${"x".repeat(200)}\u007f`,
+    `${"x".repeat(200)}\u0080`,
+  ];
+  for (const value of cases) {
+    const writer = new WireWriter(4);
+    writer.string(1, value);
+    writer.varint(2, 7);
+    const framed = writer.framed();
+    const reader = new WireReader(framed, 5, framed.length);
+    t.is(reader.next(), 1);
+    t.is(reader.string(), value, `length ${value.length}`);
+    t.is(reader.next(), 2);
+    t.is(reader.varint(), 7);
+    t.is(reader.next(), 0);
+  }
+});
