@@ -259,6 +259,15 @@ export function memoryOf(pid: number): { rssMiB: number; peakRssMiB: number } | 
   }
 }
 
+/**
+ * Resets a process's peak RSS (VmHWM) to its current RSS (Linux: /proc/<pid>/clear_refs
+ * "5"), so that a later memoryOf() reports the peak of what ran in between.
+ * @throws Error when the kernel refuses (not Linux, or not our process).
+ */
+export function resetPeakRss(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, "5");
+}
+
 /** Kernel clock ticks per second, for /proc/<pid>/stat CPU times. */
 export function clockTicks(): number {
   try {
