@@ -19,7 +19,6 @@ import path from "node:path";
 import { parseDocument } from "yaml";
 import { findEnvoy } from "../scripts/find-envoy.mjs";
 import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
-import { IDLE_MS as WORKER_IDLE_MS } from "../server/keystore/run-reload-worker.js";
 import { freePort } from "../test/helpers/local-process.js";
 import { generateKeystore } from "./keystore-fixture.js";
 import { processCpuTicks } from "./machine-load.js";
@@ -29,6 +28,7 @@ import {
   clockTicks,
   memoryOf,
   resetPeakRss,
+  SYNC_WORKER_RETIRED_MS,
   startKeygateChild,
 } from "./processes.js";
 import { type Target, target } from "./report.js";
@@ -109,8 +109,6 @@ const GO_SOURCES = ["go.mod", "go.sum", "main.go"];
 const GO_FALLBACK = "/usr/local/go/bin/go";
 const REQUEST_PATH = "/v1/messages";
 const READY_TIMEOUT_MS = 60_000;
-/** Time for a retired worker thread to exit and unmap its heap. */
-const WORKER_EXIT_MARGIN_MS = 1000;
 const RSS_TARGET_MiB = 96;
 
 function sleep(ms: number): Promise<void> {
@@ -528,7 +526,7 @@ export async function runEnvoySection(
     // The peak that matters is the one under load, in keygate's steady state: its first
     // keystore sync runs in a worker that is retired once idle, so wait for that, and
     // report what start-up needed apart.
-    const retired = keygateReadyAt + WORKER_IDLE_MS + WORKER_EXIT_MARGIN_MS - performance.now();
+    const retired = keygateReadyAt + SYNC_WORKER_RETIRED_MS - performance.now();
     if (retired > 0) await sleep(retired);
     const startupPeak: Partial<Record<Configuration, number | null>> = {};
     for (const configuration of CONFIGURATIONS) {

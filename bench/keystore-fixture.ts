@@ -87,16 +87,6 @@ export function saveAtomically(fixture: KeystoreFixture, text: string): void {
 }
 
 /**
- * A one-line edit: `disabled: true` added to a client.
- * @throws Error when the client is not in the text.
- */
-export function withClientDisabled(text: string, client: BenchClient): string {
-  const anchor = `  - id: ${client.id}\n`;
-  if (!text.includes(anchor)) throw new Error(`client ${client.id} not found in keystore text`);
-  return text.replace(anchor, `${anchor}    disabled: true\n`);
-}
-
-/**
  * A one-line edit that revokes a token: its digest line replaced by a new token's (a
  * rotation without grace). Returns the new text and the new token.
  * @throws Error when the digest is not in the text.

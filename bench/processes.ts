@@ -114,6 +114,13 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * keygate runs each keystore sync in a worker thread and retires it after 10 s idle
+ * (server/keystore/run-reload-worker.ts), giving its heap back; this long after a
+ * server's last reload, its memory is the steady state's.
+ */
+export const SYNC_WORKER_RETIRED_MS = 12_500;
+
 export interface KeygateChild extends Child {
   readonly grpcPort: number;
   readonly adminPort: number;

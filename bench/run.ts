@@ -284,19 +284,12 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
     [
       "clients",
       "file MiB",
-      "parse+validate ms",
-      "apply ms",
-      "initial sync ms",
-      "reload after edit ms",
-      "edit live after ms",
-      "main-thread write blocked ms",
-      "server ready ms",
+      "spawn to ready ms (start-up + initial sync)",
       "checks/s",
       "p99 µs",
       "CPU µs/check",
       "other processes' cores",
       "runs in median",
-      "store lookup ns",
       "reload started after save ms",
       "revoked after ms",
       "longest Check in reload ms",
@@ -305,19 +298,12 @@ function scaleTable(scale: ScaleSectionResult): string[][] {
     ...scale.sizes.map((size) => [
       String(size.clients),
       String(round(size.fileBytes / 1024 / 1024, 1)),
-      String(size.inProcess.parseValidateMs),
-      String(size.inProcess.applyMs),
-      String(size.inProcess.initialSyncMs),
-      String(size.inProcess.reloadAfterEditMs),
-      String(size.inProcess.editLiveMs),
-      String(size.inProcess.mainThreadWriteBlockedMs),
       String(size.serverStartToReadyMs),
       String(size.check.throughput),
       String(size.check.p99Us),
       String(size.check.serverCpuUsPerCall ?? "n/a"),
       String(size.check.backgroundCpuCores ?? "n/a"),
       `${size.check.runsUsed}/${size.check.runs.length}`,
-      String(size.inProcess.lookupNs),
       String(size.revocation.reloadStartedAfterMs ?? "n/a"),
       `${size.revocation.visibleMs ?? "n/a"} (${size.revocation.mechanism})`,
       String(size.revocation.longestCheckMs),
@@ -475,7 +461,7 @@ Both servers and the load generator share ${m.cpus} cores, so "server cores busy
 function scaleMarkdown(scale: ScaleSectionResult): string {
   return `## Keystore scale
 
-In-process timings (the compiled keystore modules, on a copy of the file): read + \`parseKeystore\` (YAML, schema, semantic checks, one AES-GCM decrypt per client for the upstream-key warnings) + \`KeystoreStore.apply\` = initial sync; then a one-line edit (one client disabled) reloaded through \`KeystoreManager.reload()\` (the server's path: a worker thread reads, hashes, parses, applies; the main thread switches generation, "edit live after"; the worker then sends the upstream-key warnings and the change report and prunes, and the reload resolves), during which the main thread issues the write \`UsageRecorder\` flushes every few seconds (\`store.recordUsage\`, every 100 ms here) and the longest one is reported: a write that waits for the worker's lock stalls every Check. Store lookup: \`KeystoreStore.lookup\` over the sampled digests. Server figures: one \`keygate serve\` child per size; load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs; revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce). RSS: VmRSS after start-up, 2 s after the revocation's reload (the sync worker still alive), and once the idle sync worker has been retired (12.5 s after the last reload); peak: VmHWM over the server's life (initial load included).
+Every figure is taken from outside a real \`keygate serve\` child per size, as an operator sees it (the section imports none of the keystore's modules). Spawn to ready: from spawning the server on a new database until /readyz answers 200, so Node's start-up and the initial sync (read, validate, one AES-GCM decrypt per client for the upstream-key checks, write to SQLite), each server started alone on a quiet machine. Load as above over ${scale.params.sampledClients} evenly spread clients, medians of ${scale.params.repetitions} alternated runs. Revocation: a one-line token rotation saved by temp file + rename, then one gRPC probe every 2 ms until denied; "reload started" is when /keystore says the reload began (watcher debounce); the longest Check meanwhile shows whether the reload stalled the event loop. RSS: VmRSS after start-up, 2 s after the revocation's reload (the sync worker still alive), and once the idle sync worker has been retired (12.5 s after the last reload); peak: VmHWM over the server's life (initial load included).
 
 ${markdownTable(scaleTable(scale))}
 `;

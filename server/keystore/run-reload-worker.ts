@@ -11,7 +11,7 @@ import type { SyncOutcome } from "./sync-keystore.js";
 /** A sync that has not answered in this time is abandoned (and reported as an error). */
 const SYNC_TIMEOUT_MS = 60_000;
 /** An idle worker is retired after this long. */
-export const IDLE_MS = 10_000;
+const IDLE_MS = 10_000;
 
 // From source (tests run TypeScript through tsx) the worker must register tsx itself:
 // loader hooks of the main thread do not reach worker threads on Node 20.
