@@ -1,10 +1,11 @@
 /**
  * The one place that edits keystore.yaml. An edit is a read-modify-write done entirely
- * under an exclusive lock file (so concurrent CLI runs never lose one another's edit),
- * through yaml's Document API (comments, ordering and layout survive), validated with
- * parseKeystore before anything is written (an invalid keystore is never written), and
- * written atomically: a temp file in the same directory, fsync, rename, fsync of the
- * directory. The running server therefore only ever sees the old file or the new one.
+ * under an exclusive lock, proper-lockfile's `<file>.lock` directory (so concurrent CLI
+ * runs never lose one another's edit), through yaml's Document API (comments, ordering
+ * and layout survive), validated with parseKeystore before anything is written (an
+ * invalid keystore is never written), and written atomically: a temp file in the same
+ * directory, fsync, rename, fsync of the directory. The running server therefore only
+ * ever sees the old file or the new one.
  *
  * Decisions an operator may meet:
  * - A symlinked keystore (a Kubernetes ConfigMap mount) is refused, not edited through:
@@ -16,7 +17,7 @@
  *   keystore). Owner and group are kept where the OS allows.
  */
 import { randomBytes } from "node:crypto";
-import {
+import fs, {
   closeSync,
   fchmodSync,
   fchownSync,
@@ -26,11 +27,9 @@ import {
   readFileSync,
   renameSync,
   type Stats,
-  statSync,
   unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { hostname } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -57,18 +56,21 @@ import { type ClientKind, DEFAULTS_AAD, KeystoreError, type KeystoreIssue } from
 export { DEFAULTS_AAD };
 
 /**
+ * A lock nobody has refreshed for this long belongs to a dead process and is taken over.
+ * An edit runs synchronously from reading the file to writing it, so its holder cannot
+ * refresh the lock meanwhile: this must outlast the longest edit (a 100 000-client
+ * keystore takes about 30 s on a busy 2-core machine; an editor that overruns it and is
+ * taken over writes nothing, see HeldLock.assertHeld).
+ */
+const LOCK_STALE_MS = 45_000;
+/**
  * Give up when the lock has had the same holder this long. The clock restarts when the
  * holder changes: ten queued edits of a large keystore are progress, not a stuck lock.
+ * Longer than LOCK_STALE_MS, so a waiter outlasts a dead holder's lock and takes it over.
  */
-const LOCK_TIMEOUT_MS = 10_000;
+const LOCK_TIMEOUT_MS = LOCK_STALE_MS + 10_000;
 const LOCK_BACKOFF_FIRST_MS = 10;
 const LOCK_BACKOFF_MAX_MS = 250;
-/** A lock file with no readable owner is a crash between create and write once it is this old. */
-const UNREADABLE_LOCK_STALE_MS = 5_000;
-/** A lock from another host cannot be probed by pid: presume it dead after this long. */
-const FOREIGN_LOCK_STALE_MS = 10 * 60_000;
-/** A takeover is a few syscalls: a takeover marker older than this belongs to a dead process. */
-const TAKEOVER_STALE_MS = 30_000;
 const PRIVATE_MODE = 0o600;
 const GROUP_READABLE_MODE = 0o640;
 /** The order of a client's fields in DESIGN §4: new fields are inserted where a reader expects them. */
@@ -92,7 +94,7 @@ export interface EditOptions {
   readonly requireClients: boolean;
   /** KEYGATE_UPSTREAM_ENV_PREFIX: an edit may not leave an `env:` name without it. */
   readonly upstreamEnvPrefix?: string | null;
-  /** How long to wait for a concurrent edit's lock (default 10 s). */
+  /** How long to wait while one concurrent edit holds the lock (default 55 s). */
   readonly lockTimeoutMs?: number;
 }
 
@@ -212,7 +214,7 @@ export async function editKeystore<T>(
       ownerNotKept,
     };
   } finally {
-    lock.release();
+    await lock.release();
   }
 }
 
@@ -727,65 +729,70 @@ function newWarnings(
 
 // ---------------------------------------------------------------- the lock
 
-interface LockOwner {
-  readonly pid: number;
-  readonly host: string;
-  readonly acquired_at: string;
-  readonly nonce: string;
-}
-
 interface HeldLock {
-  /** @throws KeystoreEditError when the lock file is no longer ours. */
+  /** @throws KeystoreEditError when the lock is no longer ours. */
   assertHeld(): void;
-  release(): void;
+  release(): Promise<void>;
 }
 
 /**
- * Takes `<file>.lock` with an exclusive create, retrying with backoff. A lock left by a
- * dead process (same host, pid gone) is taken over; a live one is waited for.
- * @throws KeystoreEditError when one holder has kept the lock for timeoutMs, naming it.
+ * Takes `<file>.lock` with proper-lockfile (an atomic mkdir, its mtime refreshed while
+ * held), retrying with backoff and jitter. A lock nobody has refreshed for LOCK_STALE_MS
+ * was left by a dead process, on this host or another, and is taken over; a fresh one is
+ * waited for.
+ * @throws KeystoreEditError when one holder has kept the lock for timeoutMs, or the lock
+ *   cannot be created at all.
  */
 async function acquireLock(file: string, timeoutMs: number): Promise<HeldLock> {
-  const lockPath = `${file}.lock`;
-  const nonce = randomBytes(12).toString("hex");
+  // Loaded here, not at the top: proper-lockfile hooks process exit and signals (to release
+  // its locks), and the server's entry point imports this module too.
+  const { lock } = await import("proper-lockfile");
+  const lockPath = lockPathFor(file);
+  const guard = new LockGuard(lockPath);
+  let compromised = false;
+  const options = {
+    stale: LOCK_STALE_MS,
+    realpath: false, // statKeystore has refused symlinks
+    fs: guard.fs,
+    // The default throws from a timer; the write checks the flag instead.
+    onCompromised: () => {
+      compromised = true;
+    },
+  };
   let deadline = Date.now() + timeoutMs;
   let lastHolder: string | undefined;
   let wait = LOCK_BACKOFF_FIRST_MS;
   for (;;) {
-    const owner: LockOwner = {
-      pid: process.pid,
-      host: hostname(),
-      acquired_at: new Date().toISOString(),
-      nonce,
-    };
     try {
-      writeFileSync(lockPath, `${JSON.stringify(owner)}\n`, { flag: "wx", mode: PRIVATE_MODE });
-      return heldLock(lockPath, owner);
+      const release = await lock(file, options);
+      return {
+        assertHeld() {
+          if (compromised || !guard.holds()) {
+            throw new KeystoreEditError(
+              `lost the lock ${lockPath} to another process, so nothing was written; run the command again`,
+            );
+          }
+        },
+        async release() {
+          await release().catch(() => {}); // already released when compromised
+        },
+      };
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== "EEXIST") {
-        throw new KeystoreEditError(
-          `cannot create the lock file ${lockPath}: ${code ?? (error as Error).message}`,
-        );
+      const code = error instanceof Error && "code" in error ? error.code : undefined;
+      if (code !== "ELOCKED") {
+        const reason = code ?? (error instanceof Error ? error.message : String(error));
+        throw new KeystoreEditError(`cannot create the lock ${lockPath}: ${reason}`);
       }
     }
-    const holder = inspectLock(lockPath);
-    if (holder?.stale) {
-      takeOver(lockPath, holder);
-      continue;
-    }
-    const identity = holder === undefined ? undefined : `${holder.ino}:${holder.owner?.nonce}`;
-    if (identity !== undefined && identity !== lastHolder) {
-      lastHolder = identity;
+    const holder = lockIdentity(lockPath);
+    if (holder !== undefined && holder.id !== lastHolder) {
+      lastHolder = holder.id;
       deadline = Date.now() + timeoutMs;
     }
     if (Date.now() >= deadline) {
-      const who =
-        holder?.owner === undefined
-          ? "another keygate command"
-          : `pid ${holder.owner.pid} on ${holder.owner.host} since ${holder.owner.acquired_at}`;
+      const since = holder === undefined ? "" : ` since ${new Date(holder.takenMs).toISOString()}`;
       throw new KeystoreEditError(
-        `${file} is locked by ${who}; gave up after ${Math.round(timeoutMs / 1000)} s. ` +
+        `${file} is locked by another keygate command${since}; gave up after ${timeoutMs / 1000} s. ` +
           `If no keygate command is running, delete ${lockPath}`,
       );
     }
@@ -795,117 +802,70 @@ async function acquireLock(file: string, timeoutMs: number): Promise<HeldLock> {
   }
 }
 
-function heldLock(lockPath: string, owner: LockOwner): HeldLock {
-  const ours = () => {
-    try {
-      return (JSON.parse(readFileSync(lockPath, "utf8")) as LockOwner).nonce === owner.nonce;
-    } catch {
-      return false;
-    }
-  };
-  return {
-    assertHeld() {
-      if (!ours()) {
-        throw new KeystoreEditError(
-          `lost the lock ${lockPath} to another process, so nothing was written; run the command again`,
-        );
-      }
-    },
-    release() {
-      // Never delete a lock that is not ours (it could only be a successor's).
-      if (!ours()) return;
-      try {
-        unlinkSync(lockPath);
-      } catch {
-        // gone already
-      }
-    },
-  };
+/**
+ * proper-lockfile removes a lock directory by path: on release, at exit, and when it has
+ * judged a lock stale. Through this guard's `fs` it removes only the directory it created
+ * or one that is still stale when removed, so two waiters that both judged a lock stale
+ * cannot delete the one the faster has just taken (moxystudio/node-proper-lockfile#121),
+ * and an editor that lost its lock never deletes its successor's.
+ */
+class LockGuard {
+  readonly #lockPath: string;
+  /** Identity of the lock directory this editor created, once it has. */
+  #ours: string | undefined;
+  /** What proper-lockfile is given as its `fs`: node:fs with mkdir and rmdir guarded. */
+  readonly fs: object;
+
+  constructor(lockPath: string) {
+    this.#lockPath = lockPath;
+    const removable = (target: string) => {
+      const now = lockIdentity(target);
+      return now === undefined || now.id === this.#ours || Date.now() - now.mtimeMs > LOCK_STALE_MS;
+    };
+    this.fs = {
+      ...fs,
+      mkdir: (target: string, callback: (error: Error | null) => void) =>
+        fs.mkdir(target, (error) => {
+          if (error === null) this.#ours = lockIdentity(target)?.id;
+          callback(error);
+        }),
+      // Declining is reported as "already gone": proper-lockfile then tries mkdir again.
+      rmdir: (target: string, callback: (error: Error | null) => void) =>
+        removable(target) ? fs.rmdir(target, callback) : callback(null),
+      rmdirSync: (target: string) => {
+        if (removable(target)) fs.rmdirSync(target);
+      },
+    };
+  }
+
+  /** Whether the lock directory in place is still the one this editor created. */
+  holds(): boolean {
+    return this.#ours !== undefined && lockIdentity(this.#lockPath)?.id === this.#ours;
+  }
 }
 
-interface LockState {
-  readonly owner: LockOwner | undefined;
-  readonly stale: boolean;
-  /** Identity of the lock file as observed, so a takeover removes exactly that file. */
-  readonly ino: number;
+interface LockIdentity {
+  /** Inode and birth time: a lock removed and re-created by someone else is a new identity. */
+  readonly id: string;
+  /** When it was created (its last refresh where the file system keeps no birth time). */
+  readonly takenMs: number;
   readonly mtimeMs: number;
 }
 
-function inspectLock(lockPath: string): LockState | undefined {
-  let stats: Stats;
-  let text: string;
+function lockIdentity(lockPath: string): LockIdentity | undefined {
   try {
-    stats = statSync(lockPath);
-    text = readFileSync(lockPath, "utf8");
+    const stats = fs.statSync(lockPath, { bigint: true });
+    return {
+      id: `${stats.ino}:${stats.birthtimeNs}`,
+      takenMs: Number(stats.birthtimeMs || stats.mtimeMs),
+      mtimeMs: Number(stats.mtimeMs),
+    };
   } catch {
-    return undefined; // released meanwhile: retry at once
-  }
-  const owner = parseOwner(text);
-  const age = Date.now() - stats.mtimeMs;
-  let stale: boolean;
-  if (owner === undefined) stale = age > UNREADABLE_LOCK_STALE_MS;
-  else if (owner.host === hostname()) stale = !processAlive(owner.pid);
-  else stale = age > FOREIGN_LOCK_STALE_MS;
-  return { owner, stale, ino: stats.ino, mtimeMs: stats.mtimeMs };
-}
-
-function parseOwner(text: string): LockOwner | undefined {
-  try {
-    const value = JSON.parse(text) as Partial<LockOwner>;
-    if (
-      typeof value.pid === "number" &&
-      typeof value.host === "string" &&
-      typeof value.acquired_at === "string" &&
-      typeof value.nonce === "string"
-    ) {
-      return value as LockOwner;
-    }
-  } catch {
-    // a lock being written, or garbage
-  }
-  return undefined;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists, it is just not ours to signal.
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    return undefined; // released meanwhile
   }
 }
 
-/**
- * Removes a stale lock. Takeovers are serialised by a second exclusive file, and the lock
- * is removed only if it is still the very file judged stale: two waiters that both saw it
- * stale cannot delete a lock the faster one has since taken.
- */
-function takeOver(lockPath: string, observed: LockState): void {
-  const marker = `${lockPath}.takeover`;
-  try {
-    writeFileSync(marker, String(process.pid), { flag: "wx", mode: PRIVATE_MODE });
-  } catch {
-    try {
-      if (Date.now() - statSync(marker).mtimeMs > TAKEOVER_STALE_MS) unlinkSync(marker);
-    } catch {
-      // someone else is finishing a takeover
-    }
-    return;
-  }
-  try {
-    const now = statSync(lockPath);
-    const sameFile = now.ino === observed.ino && now.mtimeMs === observed.mtimeMs;
-    const sameOwner = parseOwner(readFileSync(lockPath, "utf8"))?.nonce === observed.owner?.nonce;
-    if (sameFile && sameOwner) unlinkSync(lockPath);
-  } catch {
-    // the lock went away by itself
-  } finally {
-    unlinkSync(marker);
-  }
-}
-
-/** Exposed for tests: the lock file path for a keystore. */
+/** Exposed for tests: the lock path for a keystore. */
 export function lockPathFor(file: string): string {
   return `${file}.lock`;
 }

@@ -1,19 +1,22 @@
 /**
  * The guarantees of keystore-editor itself, in-process: the lock (waiting, timing out,
- * taking over a dead holder's lock), refusing symlinks and broken files, never writing an
- * invalid keystore, and a rewrite that leaves the operator's text alone.
+ * taking over a dead holder's lock, never writing or releasing once it is lost), refusing
+ * symlinks and broken files, never writing an invalid keystore, and a rewrite that leaves
+ * the operator's text alone.
  */
-import { spawnSync } from "node:child_process";
 import {
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmdirSync,
   rmSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
-import { hostname, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import {
@@ -39,57 +42,87 @@ function tempKeystore(t: ExecutionContext, text = VALID): string {
 const addClient = (id: string) => (draft: KeystoreDraft) =>
   draft.addClient({ id, tokens: [{ sha256: id.padEnd(64, "0").replace(/[^0-9a-f]/g, "b") }] });
 
-function lockOwnedBy(pid: number, host = hostname()): string {
-  return JSON.stringify({ pid, host, acquired_at: new Date().toISOString(), nonce: "theirs" });
+/** A lock as another editor holds it: proper-lockfile's directory, last refreshed `ageMs` ago. */
+function holdLock(file: string, ageMs = 0): string {
+  const lockPath = lockPathFor(file);
+  mkdirSync(lockPath);
+  const refreshed = new Date(Date.now() - ageMs);
+  utimesSync(lockPath, refreshed, refreshed);
+  return lockPath;
 }
 
-/** A pid that belonged to a process which has exited. */
-function deadPid(): number {
-  const child = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], {
-    encoding: "utf8",
-  });
-  return Number(child.stdout);
-}
-
-test("an edit waits for a live holder's lock and gives up after the timeout, naming it", async (t) => {
+test("an edit waits for a held lock and gives up after the timeout, saying what to do", async (t) => {
   const file = tempKeystore(t);
-  writeFileSync(lockPathFor(file), lockOwnedBy(process.pid));
+  const lockPath = holdLock(file);
   const started = Date.now();
   const error = await t.throwsAsync(
     editKeystore(file, { ...OPTIONS, lockTimeoutMs: 400 }, addClient("second")),
     { instanceOf: KeystoreEditError },
   );
   t.true(Date.now() - started >= 400);
-  t.regex(error?.message ?? "", new RegExp(`locked by pid ${process.pid} on `));
-  t.regex(error?.message ?? "", /delete .*keystore\.yaml\.lock/);
+  t.regex(error?.message ?? "", /keystore\.yaml is locked by another keygate command since \d{4}-/);
+  t.regex(
+    error?.message ?? "",
+    /gave up after 0\.4 s\. If no keygate command is running, delete .*keystore\.yaml\.lock$/,
+  );
   t.is(readFileSync(file, "utf8"), VALID);
-  t.true(existsSync(lockPathFor(file)), "someone else's lock is never removed");
+  t.true(existsSync(lockPath), "someone else's lock is never removed");
 });
 
 test("an edit proceeds as soon as the holder releases the lock", async (t) => {
   const file = tempKeystore(t);
-  writeFileSync(lockPathFor(file), lockOwnedBy(process.pid));
-  setTimeout(() => rmSync(lockPathFor(file)), 300);
+  const lockPath = holdLock(file);
+  setTimeout(() => rmdirSync(lockPath), 300);
   const result = await editKeystore(file, OPTIONS, addClient("second"));
   t.true(result.written);
   t.regex(readFileSync(file, "utf8"), /- id: second/);
-  t.false(existsSync(lockPathFor(file)));
+  t.false(existsSync(lockPath));
 });
 
-test("a lock left by a dead process is taken over", async (t) => {
+test("a lock nobody has refreshed for a while (a dead holder, on any host) is taken over", async (t) => {
   const file = tempKeystore(t);
-  writeFileSync(lockPathFor(file), lockOwnedBy(deadPid()));
+  holdLock(file, 10 * 60_000);
   const result = await editKeystore(file, { ...OPTIONS, lockTimeoutMs: 2000 }, addClient("second"));
   t.true(result.written);
   t.deepEqual(readdirSync(path.dirname(file)), ["keystore.yaml"]);
 });
 
-test("a lock from another host is waited for, not probed by pid", async (t) => {
+test("a lock refreshed recently is waited for, however long ago it was taken", async (t) => {
   const file = tempKeystore(t);
-  writeFileSync(lockPathFor(file), lockOwnedBy(deadPid(), "some-other-host"));
+  const lockPath = holdLock(file, 5_000);
   await t.throwsAsync(editKeystore(file, { ...OPTIONS, lockTimeoutMs: 200 }, addClient("second")), {
-    message: /locked by pid \d+ on some-other-host/,
+    message: /is locked by another keygate command/,
   });
+  t.true(existsSync(lockPath));
+});
+
+test("an edit whose lock was taken over meanwhile writes nothing and leaves the new lock alone", async (t) => {
+  const file = tempKeystore(t);
+  const lockPath = lockPathFor(file);
+  const error = await t.throwsAsync(
+    editKeystore(file, OPTIONS, (draft) => {
+      // What another editor does when it judges this edit's lock stale: remove it, take its own.
+      rmdirSync(lockPath);
+      mkdirSync(lockPath);
+      addClient("second")(draft);
+    }),
+    { instanceOf: KeystoreEditError },
+  );
+  t.regex(
+    error?.message ?? "",
+    /lost the lock .*keystore\.yaml\.lock to another process, so nothing was written/,
+  );
+  t.is(readFileSync(file, "utf8"), VALID);
+  t.true(existsSync(lockPath), "the new holder's lock is not released by the loser");
+});
+
+test("concurrent edits in one process are serialised and all land", async (t) => {
+  const file = tempKeystore(t);
+  const ids = ["c1", "c2", "c3", "c4", "c5"];
+  await Promise.all(ids.map((id) => editKeystore(file, OPTIONS, addClient(id))));
+  const text = readFileSync(file, "utf8");
+  for (const id of ids) t.regex(text, new RegExp(`- id: ${id}\\n`));
+  t.deepEqual(readdirSync(path.dirname(file)), ["keystore.yaml"]);
 });
 
 test("an edit that would make the keystore invalid is not written, and leaves no files", async (t) => {
