@@ -374,7 +374,7 @@ async function list(args: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
   const config = loadConfig(env);
   const loaded = readValidKeystore(path, config, env);
   const now = Date.now();
-  const usage = readUsage(config.dbPath, now);
+  const usage = readUsage(config.dbPath);
   const clients = listClients(loaded.keystore, usage, now);
   if (parsed.values.json === true) {
     out(renderJson(path, usage === undefined ? null : config.dbPath, clients));
@@ -492,14 +492,14 @@ function readValidKeystore(path: string, config: Config, env: NodeJS.ProcessEnv)
 }
 
 /** Last use by client from the server's database, or undefined when there is none to read. */
-function readUsage(dbPath: string, now: number): Map<string, ClientUsage> | undefined {
+function readUsage(dbPath: string): Map<string, ClientUsage> | undefined {
   if (dbPath === ":memory:" || !existsSync(dbPath)) return undefined;
   let store: KeystoreStore | undefined;
   try {
     store = KeystoreStore.open(dbPath);
     return new Map(
       store
-        .listClients(new Date(now))
+        .listClients()
         .map((row) => [row.id, { lastUsedAt: row.lastUsedAt, useCount: row.useCount }]),
     );
   } catch (error) {

@@ -82,35 +82,18 @@ function sync(input: WorkerInput): { output: WorkerOutput; run?: SyncRun } {
 
 /**
  * What an applied generation leaves for after its result: the upstream-key warnings
- * (a decrypt per enc: value, about 0.5 s at 100 000 clients on a fresh worker), the
- * change report and pruning old generations. None of it may delay a revocation.
+ * (a decrypt per enc: value, about 0.5 s at 100 000 clients on a fresh worker) and the
+ * change report. Neither may delay a revocation.
  */
 function followUp(input: WorkerInput, run: SyncRun): void {
-  const { outcome } = run;
+  const { outcome, changes } = run;
   if (outcome.result !== "applied") return;
   try {
     post({ kind: "warnings", id: input.id, ok: true, warnings: run.warnings() });
   } catch (error) {
     post({ kind: "warnings", id: input.id, ok: false, error: (error as Error).message });
   }
-  const { previousGenerationId, generation } = outcome;
-  if (previousGenerationId === null || previousGenerationId === generation.id) return;
-  const store = storeFor(input.dbPath);
-  try {
-    post({
-      kind: "changes",
-      generation: generation.id,
-      changes: store.diff(previousGenerationId, generation.id),
-    });
-  } catch {
-    // The change report is a courtesy; the generation is applied either way.
-  }
-  try {
-    store.prune();
-  } catch {
-    // Old generations stay until the next prune; the new one is served either way.
-    dropStore(input.dbPath);
-  }
+  if (changes !== null) post({ kind: "changes", generation: outcome.generation.id, changes });
 }
 
 parentPort?.on("message", (input: WorkerInput) => {

@@ -1,46 +1,52 @@
 /**
- * The keystore in SQLite. Each valid keystore.yaml is applied as a new *generation* in
- * one transaction, so a Check sees either the old keystore or the new one, never half of
- * each; after a restart the newest generation on disk is the last good one and is served
- * until the YAML is valid again. Rows are versioned rather than copied per generation:
- * each carries the range of generations it is visible in, so applying an edit writes
- * only what the edit changed, which keeps a revocation at 100 000 clients off a
- * 200 000-row rewrite. Lookups are one primary-key read on a statement prepared once.
- * Only digests and `enc:`/`env:` references are stored, never a token or key in clear.
+ * The keystore in SQLite: the current state of keystore.yaml (clients and token digests)
+ * and a log of the generations applied. A valid keystore is applied in one transaction
+ * that writes what changed against the stored state, computed here in JS, and appends
+ * its generation; that change set is also what the reload logs. A Check's lookup is one
+ * synchronous statement, so it sees the state before a transaction or after it, never
+ * half of each. After a restart the stored state is the last good keystore, served until
+ * the YAML is valid again. Only digests and `enc:`/`env:` references are stored, never a
+ * token or key in clear.
  */
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { DIGEST_PATTERN, digestPrefix } from "../crypto/token-hash.js";
-import type { ClientKind, Generation, Keystore, LoadedKeystore, TokenMatch } from "./types.js";
+import type {
+  ClientKind,
+  Generation,
+  Keystore,
+  KeystoreClient,
+  LoadedKeystore,
+  TokenMatch,
+} from "./types.js";
 
-/** One row of `keygate keystore list`: what an operator needs, no secrets. */
-export interface ClientSummary {
+/** What one keystore changed against the state before it: client ids and digest prefixes, never a secret. */
+export interface KeystoreChanges {
+  /** In keystore order. */
+  readonly clientsAdded: readonly string[];
+  /** Sorted by id. */
+  readonly clientsRemoved: readonly string[];
+  /** Same id, different name, kind, disabled flag, upstream key reference, routes or models; in keystore order. */
+  readonly clientsChanged: readonly string[];
+  /** Digest prefixes (see digestPrefix) of tokens new in the keystore, in keystore order. */
+  readonly tokensAdded: readonly string[];
+  /** Digest prefixes of tokens gone from the keystore, sorted. */
+  readonly tokensRevoked: readonly string[];
+}
+
+/** What apply() did: the generation now served and what it changed. */
+export interface AppliedKeystore {
+  readonly generation: Generation;
+  readonly changes: KeystoreChanges;
+}
+
+/** A current client's last use, for `keygate keystore list` (which reads the rest from the YAML). */
+export interface ClientLastUse {
   readonly id: string;
-  readonly name: string | null;
-  readonly kind: ClientKind;
-  readonly disabled: boolean;
-  readonly tokenCount: number;
-  /** Tokens whose expiry has passed; they still count in tokenCount until revoked. */
-  readonly expiredTokenCount: number;
-  /** Earliest expiry (epoch ms) still in the future, or null when no token will expire. */
-  readonly nextExpiry: number | null;
-  readonly upstreamKeyKind: "enc" | "env" | "default" | "none";
   /** Epoch ms of the last recorded use, or null if never used. */
   readonly lastUsedAt: number | null;
   readonly useCount: number;
-}
-
-/** What one generation changed against another: client ids and digest prefixes, never a secret. */
-export interface KeystoreChanges {
-  readonly clientsAdded: readonly string[];
-  readonly clientsRemoved: readonly string[];
-  /** Same id, different name, kind, disabled flag, upstream key reference, routes or models. */
-  readonly clientsChanged: readonly string[];
-  /** Digest prefixes (see digestPrefix) of tokens new in the later generation. */
-  readonly tokensAdded: readonly string[];
-  /** Digest prefixes of tokens gone from the later generation. */
-  readonly tokensRevoked: readonly string[];
 }
 
 export interface UsageEntry {
@@ -50,112 +56,119 @@ export interface UsageEntry {
   readonly count: number;
 }
 
-/**
- * Schema versions, applied in order and recorded in PRAGMA user_version. Append, never
- * edit: a database written by this release must open in the next one.
- */
-const MIGRATIONS: readonly string[] = [
-  `
+/** The state tables: a client's record is ClientRecord as JSON (see recordOf). */
+const STATE_TABLES = `
+  CREATE TABLE clients (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE tokens (
+    digest TEXT PRIMARY KEY CHECK (length(digest) = 64),
+    client_id TEXT NOT NULL,
+    expires_at INTEGER
+  ) STRICT, WITHOUT ROWID;
+`;
+
+/** The schema a new database gets, recorded as SCHEMA_VERSION in PRAGMA user_version. */
+const SCHEMA = `
+  -- A log: one row per keystore applied. AUTOINCREMENT: ids are never reused, so the
+  -- generation metric only grows.
   CREATE TABLE generations (
-    -- AUTOINCREMENT: ids are never reused after pruning, so the generation metric only grows.
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source_sha256 TEXT NOT NULL,
     loaded_at TEXT NOT NULL,
     client_count INTEGER NOT NULL,
     default_upstream_key TEXT
   ) STRICT;
-  CREATE TABLE clients (
-    generation INTEGER NOT NULL REFERENCES generations (id) ON DELETE CASCADE,
-    id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    name TEXT,
-    kind TEXT NOT NULL CHECK (kind IN ('client', 'internal')),
-    disabled INTEGER NOT NULL CHECK (disabled IN (0, 1)),
-    upstream_key TEXT CHECK (upstream_key IS NULL OR upstream_key GLOB 'enc:*' OR upstream_key GLOB 'env:*'),
-    routes TEXT,
-    models TEXT,
-    PRIMARY KEY (generation, id)
-  ) STRICT, WITHOUT ROWID;
-  CREATE TABLE tokens (
-    generation INTEGER NOT NULL,
-    digest TEXT NOT NULL CHECK (length(digest) = 64),
-    client_id TEXT NOT NULL,
-    expires_at INTEGER,
-    PRIMARY KEY (generation, digest),
-    FOREIGN KEY (generation, client_id) REFERENCES clients (generation, id) ON DELETE CASCADE
-  ) STRICT, WITHOUT ROWID;
-  CREATE INDEX tokens_by_client ON tokens (generation, client_id);
-  -- Not generation-scoped: usage survives reloads and follows the client id.
+  ${STATE_TABLES}
+  -- Usage survives reloads and follows the client id.
   CREATE TABLE client_usage (
     client_id TEXT PRIMARY KEY,
     last_used_at INTEGER NOT NULL,
     use_count INTEGER NOT NULL
   ) STRICT;
-  `,
-  // v2: rows carry the generations they are visible in, [since, until), instead of one
-  // full copy per generation; see visibleIn. Only the newest v1 generation is carried
-  // over (it is what a restart serves); the generations table and its ids stay. No
-  // foreign keys: a row outlives the generation that created it, so `since` cannot
-  // cascade from generations, and a token's row need not share its client's `since`.
-  `
-  CREATE TABLE clients_v2 (
-    id TEXT NOT NULL,
-    since INTEGER NOT NULL,
-    until INTEGER CHECK (until IS NULL OR until > since),
-    position INTEGER NOT NULL,
-    name TEXT,
-    kind TEXT NOT NULL CHECK (kind IN ('client', 'internal')),
-    disabled INTEGER NOT NULL CHECK (disabled IN (0, 1)),
-    upstream_key TEXT CHECK (upstream_key IS NULL OR upstream_key GLOB 'enc:*' OR upstream_key GLOB 'env:*'),
-    routes TEXT,
-    models TEXT,
-    PRIMARY KEY (id, since)
-  ) STRICT, WITHOUT ROWID;
-  CREATE TABLE tokens_v2 (
-    digest TEXT NOT NULL CHECK (length(digest) = 64),
-    since INTEGER NOT NULL,
-    until INTEGER CHECK (until IS NULL OR until > since),
-    client_id TEXT NOT NULL,
-    expires_at INTEGER,
-    PRIMARY KEY (digest, since)
-  ) STRICT, WITHOUT ROWID;
-  INSERT INTO clients_v2 (id, since, until, position, name, kind, disabled, upstream_key, routes, models)
-    SELECT id, generation, NULL, position, name, kind, disabled, upstream_key, routes, models
-    FROM clients WHERE generation = (SELECT max(id) FROM generations);
-  INSERT INTO tokens_v2 (digest, since, until, client_id, expires_at)
-    SELECT digest, generation, NULL, client_id, expires_at
-    FROM tokens WHERE generation = (SELECT max(id) FROM generations);
-  -- Children first: with foreign_keys on, dropping a parent checks its children.
-  DROP TABLE tokens;
-  DROP TABLE clients;
-  DELETE FROM generations WHERE id < (SELECT max(id) FROM generations);
-  ALTER TABLE clients_v2 RENAME TO clients;
-  ALTER TABLE tokens_v2 RENAME TO tokens;
-  -- For listClients' token counts; lookups and diffs go through the primary keys.
-  CREATE INDEX tokens_by_client ON tokens (client_id);
-  `,
-];
+`;
+const SCHEMA_VERSION = 3;
+
+/**
+ * Older schemas, each upgraded straight to the current one, by the SQL condition that
+ * picks its newest generation's rows out of its clients and tokens tables (the
+ * generations and client_usage tables are unchanged since v1). v1 kept one full copy of
+ * every row per generation; v2 kept row versions visible in generations [since, until).
+ */
+const NEWEST_ROWS_BY_VERSION: Readonly<Record<number, string>> = {
+  1: "generation = (SELECT max(id) FROM generations)",
+  2: "until IS NULL",
+};
+
+/**
+ * SQL that carries an older schema's newest generation over as the current state.
+ * Records are built in recordOf's key order, so an unchanged client reads as unchanged
+ * at the next apply.
+ */
+function upgradeFrom(newestRows: string): string {
+  return `
+  ALTER TABLE tokens RENAME TO old_tokens;
+  ALTER TABLE clients RENAME TO old_clients;
+  ${STATE_TABLES}
+  INSERT INTO clients (id, record)
+    SELECT id, json_object(
+      'name', name,
+      'kind', kind,
+      'disabled', json(CASE disabled WHEN 1 THEN 'true' ELSE 'false' END),
+      'upstreamKey', upstream_key,
+      'routes', json(routes),
+      'models', json(models))
+    FROM old_clients WHERE ${newestRows};
+  INSERT INTO tokens (digest, client_id, expires_at)
+    SELECT digest, client_id, expires_at FROM old_tokens WHERE ${newestRows};
+  -- Children first: with foreign_keys on, dropping a parent checks its children (v1).
+  DROP TABLE old_tokens;
+  DROP TABLE old_clients;
+  `;
+}
 
 /** Writers wait this long for the lock (a CLI reading while the server applies) instead of failing. */
 const BUSY_TIMEOUT_MS = 5000;
 /** Cached lookups per generation: generous for active clients, bounded for memory (~10 MB). */
 const MATCH_CACHE_SIZE = 50_000;
 const REFERENCE_PATTERN = /^(enc|env):/;
-/**
- * Read as "no generation": ids start at 1 (AUTOINCREMENT), so no row is visible in 0.
- * diff() reads a pruned or unknown generation as this, since rows it shared with a
- * newer generation are still stored and would otherwise show through.
- */
-const NO_GENERATION = 0;
+/** Hex SHA-256. */
+const DIGEST_LENGTH = 64;
+/** Owner-only, like keystore.yaml: the database holds every digest and key reference. */
+const DB_FILE_MODE = 0o600;
 
-/**
- * SQL for "row `alias` is visible in generation `param`". A row written by generation
- * `since` stays visible until the generation `until` that changed or dropped it (NULL:
- * still visible). `until` only ever names a generation that existed when it was set,
- * so in the newest generation the visible rows are exactly those with `until IS NULL`.
- */
-function visibleIn(alias: string, param: string): string {
-  return `(${alias}.since <= ${param} AND (${alias}.until IS NULL OR ${alias}.until > ${param}))`;
+/** `clients.record`: a client without its id and tokens. */
+interface ClientRecord {
+  readonly name: string | null;
+  readonly kind: ClientKind;
+  readonly disabled: boolean;
+  readonly upstreamKey: string | null;
+  readonly routes: readonly string[] | null;
+  readonly models: readonly string[] | null;
+}
+
+/** The stored state, read once per apply to diff the new keystore against. */
+interface StoredState {
+  /** Record JSON by client id. */
+  readonly clients: Map<string, string>;
+  /** `<client id> <expiry or nothing>` by digest (see tokenValue). */
+  readonly tokens: Map<string, string>;
+}
+
+/** A client's id and record JSON. */
+type ClientRow = readonly [id: string, record: string];
+/** A token's digest, client id and expiry (epoch ms or null). */
+type TokenRow = readonly [digest: string, clientId: string, expiresAt: number | null];
+
+/** The writes from the stored state to a keystore's; see diffState. */
+interface StateDiff {
+  readonly insertClients: readonly ClientRow[];
+  readonly updateClients: readonly ClientRow[];
+  readonly deleteClients: readonly string[];
+  readonly insertTokens: readonly TokenRow[];
+  readonly updateTokens: readonly TokenRow[];
+  readonly deleteTokens: readonly string[];
 }
 
 interface GenerationRow {
@@ -166,111 +179,30 @@ interface GenerationRow {
   default_upstream_key: string | null;
 }
 
-/** One stored version of a client, as in the `clients` table (minus `until`). */
-interface ClientRow {
-  readonly id: string;
-  readonly since: number;
-  readonly position: number;
-  readonly name: string | null;
-  readonly kind: ClientKind;
-  readonly disabled: 0 | 1;
-  readonly upstream_key: string | null;
-  readonly routes: string | null;
-  readonly models: string | null;
-}
-
-/** One stored version of a token, as in the `tokens` table (minus `until`). */
-interface TokenRow {
-  readonly digest: string;
-  readonly since: number;
-  readonly client_id: string;
-  readonly expires_at: number | null;
-}
-
-/** ClientRow's columns in order, as newestClients reads them. */
-type ClientTuple = [
-  string,
-  number,
-  number,
-  string | null,
-  ClientKind,
-  0 | 1,
-  string | null,
-  string | null,
-  string | null,
-];
-/** TokenRow's columns in order, as newestTokens reads them. */
-type TokenTuple = [string, number, string, number | null];
-
-/**
- * The rows visible in one generation: what apply() diffs the next keystore against
- * without reading 200 000 rows back. Holds what the database holds (digests and key
- * references), nothing more.
- */
-interface Snapshot {
-  readonly generation: number;
-  readonly clients: readonly ClientRow[];
-  readonly tokens: readonly TokenRow[];
-}
-
-const EMPTY_SNAPSHOT: Snapshot = { generation: NO_GENERATION, clients: [], tokens: [] };
-
 interface MatchRow {
   client_id: string;
   expires_at: number | null;
-  kind: ClientKind;
-  disabled: 0 | 1;
-  upstream_key: string | null;
-  routes: string | null;
-  models: string | null;
-}
-
-interface SummaryRow {
-  id: string;
-  name: string | null;
-  kind: ClientKind;
-  disabled: 0 | 1;
-  upstream_key: string | null;
-  token_count: number;
-  expired_token_count: number;
-  next_expiry: number | null;
-  last_used_at: number | null;
-  use_count: number | null;
-}
-
-interface ClientPolicy {
-  readonly routes: readonly string[] | null;
-  readonly models: readonly string[] | null;
+  record: string;
+  generation: number;
+  default_upstream_key: string | null;
 }
 
 export class KeystoreStore {
   private generation: Generation | undefined;
-  /** Parsed routes/models by client id for the current generation, so lookups never JSON.parse twice. */
-  private readonly policies = new Map<string, ClientPolicy>();
   /** Known digests of the current generation, so a busy client costs one SQLite read per generation. */
   private readonly matches = new Map<string, TokenMatch>();
-  /**
-   * The last generation this connection applied. Trusted only while it is still the
-   * newest on disk; after another connection applies, apply() reads the rows instead.
-   */
-  private snapshot: Snapshot | undefined;
-
   private readonly statements: ReturnType<typeof prepareStatements>;
-  private readonly applyTransaction: (
-    loaded: LoadedKeystore,
-    loadedAt: string,
-  ) => { generation: Generation; snapshot: Snapshot };
+  private readonly applyTransaction: (loaded: LoadedKeystore, loadedAt: string) => AppliedKeystore;
   private readonly usageTransaction: (entries: readonly UsageEntry[]) => void;
-  private readonly pruneTransaction: () => void;
 
   private constructor(private readonly db: Database.Database) {
     this.statements = prepareStatements(db);
     const apply = db.transaction((loaded: LoadedKeystore, loadedAt: string) =>
-      this.writeGeneration(loaded, loadedAt),
+      this.write(loaded, loadedAt),
     );
     // IMMEDIATE takes the write lock up front, so two writers wait (busy_timeout) rather
-    // than deadlock, and no other connection can apply between reading the newest
-    // generation and writing the next one against it.
+    // than deadlock, and no other connection can write between reading the stored state
+    // and writing the change set computed against it.
     this.applyTransaction = (loaded, loadedAt) => apply.immediate(loaded, loadedAt);
     const usage = db.transaction((entries: readonly UsageEntry[]) => {
       for (const entry of entries) {
@@ -278,17 +210,6 @@ export class KeystoreStore {
       }
     });
     this.usageTransaction = (entries) => usage.immediate(entries);
-    const prune = db.transaction(() => {
-      const newest = this.statements.latestGeneration.get()?.id;
-      if (newest === undefined) return;
-      const previous = this.statements.previousGeneration.get(newest)?.id ?? newest;
-      // Rows that stopped being visible at or before `previous` are visible in neither
-      // generation kept; rows still visible in either have `until` NULL or > previous.
-      this.statements.pruneTokens.run(previous);
-      this.statements.pruneClients.run(previous);
-      this.statements.pruneGenerations.run(previous);
-    });
-    this.pruneTransaction = () => prune.immediate();
     this.generation = this.readLatestGeneration();
   }
 
@@ -324,33 +245,19 @@ export class KeystoreStore {
   }
 
   /**
-   * Applies a validated keystore as a new generation (one transaction), makes it current,
-   * and prunes generations older than the previous one unless `prune` is false (the
-   * reload worker prunes later, off the revocation's critical path). Only rows that
-   * differ from the newest generation on disk are written.
+   * Applies a validated keystore as a new generation (one transaction) and makes it
+   * current. Only what differs from the stored state is written.
    * @throws Error when the keystore holds something that is not a digest or a key
    *   reference (a programming error: nothing in clear may reach the database), or on
    *   SQLite failure, including SQLITE_CONSTRAINT_PRIMARYKEY for a client id or digest
-   *   listed twice.
+   *   listed twice. Nothing is written then.
    */
-  apply(loaded: LoadedKeystore, now: Date, options: { readonly prune?: boolean } = {}): Generation {
+  apply(loaded: LoadedKeystore, now: Date): AppliedKeystore {
     assertNoSecrets(loaded.keystore);
-    let applied: { generation: Generation; snapshot: Snapshot };
-    try {
-      applied = this.applyTransaction(loaded, now.toISOString());
-    } catch (error) {
-      // Rolled back, so the snapshot would still match; dropping it costs one read of the
-      // rows next time and guards against a failure that left it out of step.
-      this.snapshot = undefined;
-      throw error;
-    }
-    const { generation } = applied;
-    this.snapshot = applied.snapshot;
-    if (options.prune ?? true) this.prune();
-    this.generation = generation;
-    this.policies.clear();
+    const applied = this.applyTransaction(loaded, now.toISOString());
+    this.generation = applied.generation;
     this.matches.clear();
-    return generation;
+    return applied;
   }
 
   /**
@@ -363,19 +270,21 @@ export class KeystoreStore {
     const latest = this.readLatestGeneration();
     if (latest?.id !== this.generation?.id) {
       this.generation = latest;
-      this.policies.clear();
       this.matches.clear();
     }
     return this.generation;
   }
 
-  /** The newest generation; after a restart, the last good one from disk. */
+  /** The generation this connection serves; after a restart, the last good one from disk. */
   current(): Generation | undefined {
     return this.generation;
   }
 
   /**
-   * The client holding `digest` (lowercase hex) in the current generation.
+   * The client holding `digest` (lowercase hex), with the generation it was read from.
+   * Nothing is found before this connection knows a generation. A generation another
+   * connection applied is read as soon as it is committed, but only cached once
+   * refresh() has switched to it.
    * @throws Error on SQLite failure (the Check path turns that into a denial).
    */
   lookup(digest: string): TokenMatch | undefined {
@@ -383,23 +292,14 @@ export class KeystoreStore {
     if (generation === undefined) return undefined;
     const cached = this.matches.get(digest);
     if (cached !== undefined) return cached;
-    const row = this.statements.lookup.get(digest, generation.id);
+    const row = this.statements.lookup.get(digest);
     if (row === undefined) return undefined;
-    const policy = this.policyOf(row);
-    const match: TokenMatch = Object.freeze({
-      generation: generation.id,
-      clientId: row.client_id,
-      kind: row.kind,
-      disabled: row.disabled === 1,
-      expiresAt: row.expires_at,
-      upstreamKey: row.upstream_key ?? generation.defaultUpstreamKey,
-      upstreamKeyIsDefault: row.upstream_key === null && generation.defaultUpstreamKey !== null,
-      routes: policy.routes,
-      models: policy.models,
-    });
-    // Only hits are kept, so unknown tokens cannot fill the cache; at the cap it starts over.
-    if (this.matches.size >= MATCH_CACHE_SIZE) this.matches.clear();
-    this.matches.set(digest, match);
+    const match = toMatch(row);
+    if (row.generation === generation.id) {
+      // Only hits are kept, so unknown tokens cannot fill the cache; at the cap it starts over.
+      if (this.matches.size >= MATCH_CACHE_SIZE) this.matches.clear();
+      this.matches.set(digest, match);
+    }
     return match;
   }
 
@@ -413,33 +313,15 @@ export class KeystoreStore {
   }
 
   /**
-   * The current generation's clients in keystore order, with usage; never a secret.
+   * The stored clients' last use, by id; never a secret.
    * @throws Error on SQLite failure.
    */
-  listClients(now: Date = new Date()): ClientSummary[] {
-    const generation = this.generation;
-    if (generation === undefined) return [];
-    return this.statements.summaries
-      .all({ generation: generation.id, now: now.getTime() })
-      .map((row) => toSummary(row, generation));
-  }
-
-  /**
-   * What `to` changed against `from`, for the reload log line. A generation that was
-   * pruned (or never existed) reads as empty, so everything in the other one differs.
-   * @throws Error on SQLite failure.
-   */
-  diff(from: number, to: number): KeystoreChanges {
-    const { clientsOnlyIn, clientsChanged, digestsOnlyIn, generationExists } = this.statements;
-    const stored = (id: number) => (generationExists.get(id) === undefined ? NO_GENERATION : id);
-    const [a, b] = [stored(from), stored(to)];
-    return {
-      clientsAdded: clientsOnlyIn.all({ present: b, absent: a }),
-      clientsRemoved: clientsOnlyIn.all({ present: a, absent: b }),
-      clientsChanged: clientsChanged.all({ from: a, to: b }),
-      tokensAdded: digestsOnlyIn.all({ present: b, absent: a }).map(digestPrefix),
-      tokensRevoked: digestsOnlyIn.all({ present: a, absent: b }).map(digestPrefix),
-    };
+  listClients(): ClientLastUse[] {
+    return this.statements.lastUse.all().map((row) => ({
+      id: row.id,
+      lastUsedAt: row.last_used_at,
+      useCount: row.use_count ?? 0,
+    }));
   }
 
   /** Closes the database; the store cannot be used afterwards. */
@@ -448,247 +330,148 @@ export class KeystoreStore {
   }
 
   /**
-   * Deletes every generation older than the one before the newest (one transaction): the
-   * newest is served, the one before may still be finishing in-flight Checks.
-   * @throws Error on SQLite failure.
+   * Inside the apply transaction: writes what the keystore changed against the stored
+   * state, and the new generation.
    */
-  prune(): void {
-    this.pruneTransaction();
-  }
-
-  private writeGeneration(
-    loaded: LoadedKeystore,
-    loadedAt: string,
-  ): { generation: Generation; snapshot: Snapshot } {
+  private write(loaded: LoadedKeystore, loadedAt: string): AppliedKeystore {
     const { keystore, sourceSha256 } = loaded;
-    const base = this.newestSnapshot();
-    const id = Number(
-      this.statements.insertGeneration.run(
-        sourceSha256,
-        loadedAt,
-        keystore.clients.length,
-        keystore.defaultUpstreamKey,
-      ).lastInsertRowid,
+    const s = this.statements;
+    const diff = diffState(this.readState(), keystore);
+    for (const [id, record] of diff.insertClients) s.insertClient.run(id, record);
+    for (const [id, record] of diff.updateClients) s.updateClient.run(record, id);
+    for (const id of diff.deleteClients) s.deleteClient.run(id);
+    for (const [digest, clientId, expiresAt] of diff.insertTokens) {
+      s.insertToken.run(digest, clientId, expiresAt);
+    }
+    for (const [digest, clientId, expiresAt] of diff.updateTokens) {
+      s.updateToken.run(clientId, expiresAt, digest);
+    }
+    for (const digest of diff.deleteTokens) s.deleteToken.run(digest);
+    const generation = {
+      sourceSha256,
+      loadedAt,
+      clientCount: keystore.clients.length,
+      defaultUpstreamKey: keystore.defaultUpstreamKey,
+    };
+    const { lastInsertRowid } = s.insertGeneration.run(
+      sourceSha256,
+      loadedAt,
+      generation.clientCount,
+      generation.defaultUpstreamKey,
     );
-    const clients = this.writeClients(keystore.clients, base.clients, id);
-    const tokens = this.writeTokens(keystore.clients, base.tokens, id);
     return {
-      generation: {
-        id,
-        sourceSha256,
-        loadedAt,
-        clientCount: keystore.clients.length,
-        defaultUpstreamKey: keystore.defaultUpstreamKey,
+      generation: { id: Number(lastInsertRowid), ...generation },
+      changes: {
+        clientsAdded: diff.insertClients.map(([id]) => id),
+        clientsRemoved: diff.deleteClients,
+        clientsChanged: diff.updateClients.map(([id]) => id),
+        tokensAdded: diff.insertTokens.map(([digest]) => digestPrefix(digest)),
+        tokensRevoked: diff.deleteTokens.map(digestPrefix),
       },
-      snapshot: { generation: id, clients, tokens },
-    };
-  }
-
-  /** The newest generation's rows: the snapshot when it is that generation, else read from disk. */
-  private newestSnapshot(): Snapshot {
-    const newest = this.statements.latestGeneration.get()?.id;
-    if (newest === undefined) return EMPTY_SNAPSHOT;
-    if (this.snapshot?.generation === newest) return this.snapshot;
-    const { newestClients, newestTokens } = this.statements;
-    return {
-      generation: newest,
-      clients: parseTuples<ClientTuple>(newestClients.get()).map(toClientRow),
-      tokens: parseTuples<TokenTuple>(newestTokens.get()).map(toTokenRow),
     };
   }
 
   /**
-   * Writes generation `id`'s clients against the newest generation's (`before`): a new
-   * version for each new or changed client, `until = id` on each changed or dropped one.
-   * `position` only orders listClients, so it is moved in place on the visible version
-   * instead of versioned: a removal in the middle of the list would otherwise version
-   * every client after it. Positions need only increase down the list, so a client keeps
-   * its old one when it still does and only clients out of order are moved. The cost is
-   * that an older generation still stored shows the newer order.
-   *
-   * The new keystore is indexed by key and the old rows are looked up in it, not the
-   * other way round: at 100 000 clients, hashing key strings is most of an edit's cost,
-   * and this way each side is hashed once (the new keys must be indexed anyway to refuse
-   * duplicates) and the old rows, when read from disk, need no index of their own.
-   * @throws SqliteError SQLITE_CONSTRAINT_PRIMARYKEY when a client id is listed twice.
+   * The stored clients and tokens. One text per table, split here, rather than a row
+   * object each: better-sqlite3 spends about a microsecond per row object, more than
+   * SQLite and the split take together. Tab and newline cannot occur in a client id
+   * (the schema's pattern) or a record (JSON escapes them), and a digest is 64 characters.
    */
-  private writeClients(
-    clients: Keystore["clients"],
-    before: readonly ClientRow[],
-    id: number,
-  ): ClientRow[] {
-    const { insertClient, retireClient, moveClient } = this.statements;
-    const indexOf = new Map<string, number>();
-    clients.forEach((client, index) => {
-      indexOf.set(client.id, index);
-      if (indexOf.size === index) throw duplicateKey("clients.id");
-    });
-    const olds = new Array<ClientRow | undefined>(clients.length);
-    for (const old of before) {
-      const index = indexOf.get(old.id);
-      if (index === undefined) expectOneRow(retireClient.run(id, old.id, old.since));
-      else olds[index] = old;
+  private readState(): StoredState {
+    const clients = new Map<string, string>();
+    for (const line of lines(this.statements.storedClients.get())) {
+      const tab = line.indexOf("\t");
+      clients.set(line.slice(0, tab), line.slice(tab + 1));
     }
-    const after: ClientRow[] = [];
-    let last = -1;
-    clients.forEach((client, index) => {
-      const old = olds[index];
-      const position = old !== undefined && old.position > last ? old.position : last + 1;
-      last = position;
-      const disabled = client.disabled ? 1 : 0;
-      const routes = client.routes === null ? null : JSON.stringify(client.routes);
-      const models = client.models === null ? null : JSON.stringify(client.models);
-      // Everything but position: what diff() reports as a changed client.
-      if (
-        old !== undefined &&
-        old.name === client.name &&
-        old.kind === client.kind &&
-        old.disabled === disabled &&
-        old.upstream_key === client.upstreamKey &&
-        old.routes === routes &&
-        old.models === models
-      ) {
-        if (old.position === position) {
-          after.push(old);
-        } else {
-          expectOneRow(moveClient.run(position, old.id, old.since));
-          after.push({ ...old, position });
-        }
-        return;
-      }
-      if (old !== undefined) expectOneRow(retireClient.run(id, old.id, old.since));
-      const row: ClientRow = {
-        id: client.id,
-        since: id,
-        position,
-        name: client.name,
-        kind: client.kind,
-        disabled,
-        upstream_key: client.upstreamKey,
-        routes,
-        models,
-      };
-      insertClient.run(
-        row.id,
-        row.since,
-        row.position,
-        row.name,
-        row.kind,
-        row.disabled,
-        row.upstream_key,
-        row.routes,
-        row.models,
-      );
-      after.push(row);
-    });
-    return after;
-  }
-
-  /**
-   * Writes generation `id`'s tokens against the newest generation's (`before`), keyed by
-   * digest, as writeClients does: a token moved to another client or given another
-   * expiry is a new version.
-   * @throws SqliteError SQLITE_CONSTRAINT_PRIMARYKEY when a digest is listed twice.
-   */
-  private writeTokens(
-    clients: Keystore["clients"],
-    before: readonly TokenRow[],
-    id: number,
-  ): TokenRow[] {
-    const { insertToken, retireToken } = this.statements;
-    // Tokens are numbered in keystore order, client by client.
-    const indexOf = new Map<string, number>();
-    for (const client of clients) {
-      for (const { digest } of client.tokens) {
-        const index = indexOf.size;
-        indexOf.set(digest, index);
-        if (indexOf.size === index) throw duplicateKey("tokens.digest");
-      }
+    const tokens = new Map<string, string>();
+    for (const line of lines(this.statements.storedTokens.get())) {
+      tokens.set(line.slice(0, DIGEST_LENGTH), line.slice(DIGEST_LENGTH));
     }
-    const olds = new Array<TokenRow | undefined>(indexOf.size);
-    for (const old of before) {
-      const index = indexOf.get(old.digest);
-      if (index === undefined) expectOneRow(retireToken.run(id, old.digest, old.since));
-      else olds[index] = old;
-    }
-    const after: TokenRow[] = [];
-    for (const client of clients) {
-      for (const { digest, expiresAt } of client.tokens) {
-        const old = olds[after.length];
-        if (old !== undefined && old.client_id === client.id && old.expires_at === expiresAt) {
-          after.push(old);
-          continue;
-        }
-        if (old !== undefined) expectOneRow(retireToken.run(id, old.digest, old.since));
-        insertToken.run(digest, id, client.id, expiresAt);
-        after.push({ digest, since: id, client_id: client.id, expires_at: expiresAt });
-      }
-    }
-    return after;
+    return { clients, tokens };
   }
 
   private readLatestGeneration(): Generation | undefined {
     const row = this.statements.latestGeneration.get();
     return row === undefined ? undefined : toGeneration(row);
   }
+}
 
-  private policyOf(row: MatchRow): ClientPolicy {
-    let policy = this.policies.get(row.client_id);
-    if (policy === undefined) {
-      policy = { routes: parseList(row.routes), models: parseList(row.models) };
-      this.policies.set(row.client_id, policy);
+/**
+ * The rows that turn the stored state into `keystore`'s: new and changed clients and
+ * tokens in keystore order, removed ones sorted. Consumes `stored`. A client id or digest
+ * listed twice lands in an insert list the second time (the first took it out of
+ * `stored`), where SQLite refuses it with SQLITE_CONSTRAINT_PRIMARYKEY.
+ */
+function diffState(stored: StoredState, keystore: Keystore): StateDiff {
+  const diff = {
+    insertClients: [] as ClientRow[],
+    updateClients: [] as ClientRow[],
+    insertTokens: [] as TokenRow[],
+    updateTokens: [] as TokenRow[],
+  };
+  for (const client of keystore.clients) {
+    const record = recordOf(client);
+    const old = stored.clients.get(client.id);
+    if (old === undefined) diff.insertClients.push([client.id, record]);
+    else {
+      stored.clients.delete(client.id);
+      if (old !== record) diff.updateClients.push([client.id, record]);
     }
-    return policy;
+    for (const { digest, expiresAt } of client.tokens) {
+      const old = stored.tokens.get(digest);
+      const row: TokenRow = [digest, client.id, expiresAt];
+      if (old === undefined) diff.insertTokens.push(row);
+      else {
+        stored.tokens.delete(digest);
+        // Moved to another client or given another expiry: the same token, updated.
+        if (old !== tokenValue(client.id, expiresAt)) diff.updateTokens.push(row);
+      }
+    }
   }
+  return {
+    ...diff,
+    deleteClients: [...stored.clients.keys()].sort(),
+    deleteTokens: [...stored.tokens.keys()].sort(),
+  };
 }
 
-/**
- * The error SQLite raised for a key listed twice when every generation was written in
- * full. An unchanged row is no longer written, so SQLite cannot see the duplicate itself.
- */
-function duplicateKey(column: string): Error {
-  return new Database.SqliteError(
-    `UNIQUE constraint failed: ${column}`,
-    "SQLITE_CONSTRAINT_PRIMARYKEY",
-  );
+/** A stored token's client and expiry as readState reads them, for comparison. */
+function tokenValue(clientId: string, expiresAt: number | null): string {
+  return `${clientId} ${expiresAt ?? ""}`;
 }
 
-/**
- * A retire or move matched no row only when the snapshot disagrees with the database;
- * failing rolls the generation back rather than versioning on a wrong picture.
- * @throws Error when `result` changed other than exactly one row.
- */
-function expectOneRow(result: Database.RunResult): void {
-  if (result.changes !== 1) {
-    throw new Error("keystore rows changed under this connection; apply again");
-  }
+function lines(text: string | null | undefined): string[] {
+  return text == null ? [] : text.split("\n");
 }
 
-/** Rows read as one JSON array of arrays (see newestClients); none reads as empty. */
-function parseTuples<T>(json: string | null | undefined): T[] {
-  return json == null ? [] : (JSON.parse(json) as T[]);
+/** The record JSON of a client. Keys in a fixed order, so equal records are equal strings. */
+function recordOf(client: KeystoreClient): string {
+  const record: ClientRecord = {
+    name: client.name,
+    kind: client.kind,
+    disabled: client.disabled,
+    upstreamKey: client.upstreamKey,
+    routes: client.routes,
+    models: client.models,
+  };
+  return JSON.stringify(record);
 }
 
-function toClientRow([
-  id,
-  since,
-  position,
-  name,
-  kind,
-  disabled,
-  upstream_key,
-  routes,
-  models,
-]: ClientTuple): ClientRow {
-  return { id, since, position, name, kind, disabled, upstream_key, routes, models };
+function toMatch(row: MatchRow): TokenMatch {
+  const record = JSON.parse(row.record) as ClientRecord;
+  const own = record.upstreamKey;
+  return Object.freeze({
+    generation: row.generation,
+    clientId: row.client_id,
+    kind: record.kind,
+    disabled: record.disabled,
+    expiresAt: row.expires_at,
+    upstreamKey: own ?? row.default_upstream_key,
+    upstreamKeyIsDefault: own === null && row.default_upstream_key !== null,
+    routes: record.routes === null ? null : Object.freeze(record.routes),
+    models: record.models === null ? null : Object.freeze(record.models),
+  });
 }
-
-function toTokenRow([digest, since, client_id, expires_at]: TokenTuple): TokenRow {
-  return { digest, since, client_id, expires_at };
-}
-
-/** Owner-only, like keystore.yaml: the database holds every digest and key reference. */
-const DB_FILE_MODE = 0o600;
 
 /**
  * Creates the database file owner-only before SQLite does (SQLite would make it 0644 and
@@ -725,15 +508,16 @@ function configure(db: Database.Database): void {
 /** @throws Error when the database was written by a newer keygate (its schema is unknown here). */
 function migrate(db: Database.Database): void {
   const version = Number(db.pragma("user_version", { simple: true }));
-  if (version > MIGRATIONS.length) {
+  if (version === SCHEMA_VERSION) return;
+  const newestRows = NEWEST_ROWS_BY_VERSION[version];
+  if (version !== 0 && newestRows === undefined) {
     throw new Error(
-      `database schema version ${version} is newer than this keygate understands (${MIGRATIONS.length}); upgrade keygate or use another KEYGATE_DB`,
+      `database schema version ${version} is newer than this keygate understands (${SCHEMA_VERSION}); upgrade keygate or use another KEYGATE_DB`,
     );
   }
-  if (version === MIGRATIONS.length) return;
   db.transaction(() => {
-    for (const sql of MIGRATIONS.slice(version)) db.exec(sql);
-    db.pragma(`user_version = ${MIGRATIONS.length}`);
+    db.exec(newestRows === undefined ? SCHEMA : upgradeFrom(newestRows));
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }
 
@@ -743,124 +527,50 @@ function prepareStatements(db: Database.Database) {
       `INSERT INTO generations (source_sha256, loaded_at, client_count, default_upstream_key)
        VALUES (?, ?, ?, ?)`,
     ),
-    insertClient: db.prepare<
-      [
-        string,
-        number,
-        number,
-        string | null,
-        ClientKind,
-        0 | 1,
-        string | null,
-        string | null,
-        string | null,
-      ]
-    >(
-      `INSERT INTO clients (id, since, position, name, kind, disabled, upstream_key, routes, models)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    retireClient: db.prepare<[number, string, number]>(
-      "UPDATE clients SET until = ? WHERE id = ? AND since = ? AND until IS NULL",
-    ),
-    moveClient: db.prepare<[number, string, number]>(
-      "UPDATE clients SET position = ? WHERE id = ? AND since = ? AND until IS NULL",
-    ),
-    insertToken: db.prepare<[string, number, string, number | null]>(
-      "INSERT INTO tokens (digest, since, client_id, expires_at) VALUES (?, ?, ?, ?)",
-    ),
-    retireToken: db.prepare<[number, string, number]>(
-      "UPDATE tokens SET until = ? WHERE digest = ? AND since = ? AND until IS NULL",
-    ),
-    // One JSON text per table, not a row object each: better-sqlite3 spends about a
-    // microsecond per row object, three times what SQLite and JSON.parse take together.
-    // JSON carries every stored value exactly (text, null, integers below 2^53).
-    newestClients: db
-      .prepare<[], string | null>(
-        `SELECT json_group_array(json_array(
-           id, since, position, name, kind, disabled, upstream_key, routes, models))
-         FROM clients WHERE until IS NULL`,
-      )
-      .pluck(),
-    newestTokens: db
-      .prepare<[], string | null>(
-        `SELECT json_group_array(json_array(digest, since, client_id, expires_at))
-         FROM tokens WHERE until IS NULL`,
-      )
-      .pluck(),
-    previousGeneration: db.prepare<[number], { id: number }>(
-      "SELECT id FROM generations WHERE id < ? ORDER BY id DESC LIMIT 1",
-    ),
-    pruneTokens: db.prepare<[number]>("DELETE FROM tokens WHERE until <= ?"),
-    pruneClients: db.prepare<[number]>("DELETE FROM clients WHERE until <= ?"),
-    pruneGenerations: db.prepare<[number]>("DELETE FROM generations WHERE id < ?"),
     latestGeneration: db.prepare<[], GenerationRow>(
       `SELECT id, source_sha256, loaded_at, client_count, default_upstream_key
        FROM generations ORDER BY id DESC LIMIT 1`,
     ),
-    generationExists: db.prepare<[number], { id: number }>(
-      "SELECT id FROM generations WHERE id = ?",
+    insertClient: db.prepare<[string, string]>("INSERT INTO clients (id, record) VALUES (?, ?)"),
+    updateClient: db.prepare<[string, string]>("UPDATE clients SET record = ? WHERE id = ?"),
+    deleteClient: db.prepare<[string]>("DELETE FROM clients WHERE id = ?"),
+    insertToken: db.prepare<[string, string, number | null]>(
+      "INSERT INTO tokens (digest, client_id, expires_at) VALUES (?, ?, ?)",
     ),
-    // Three seeks: the generation by rowid, then tokens and clients each by primary key
-    // (key, since) to the few versions of that key. Starting from the generations row
-    // makes a pruned generation find nothing, as when its rows were deleted with it,
-    // rather than the rows it shared with a newer one; it also measured fastest.
-    lookup: db.prepare<[string, number], MatchRow>(
-      `SELECT t.client_id, t.expires_at, c.kind, c.disabled, c.upstream_key, c.routes, c.models
-       FROM generations g
-       JOIN tokens t ON t.digest = ? AND ${visibleIn("t", "g.id")}
-       JOIN clients c ON c.id = t.client_id AND ${visibleIn("c", "g.id")}
-       WHERE g.id = ?`,
+    updateToken: db.prepare<[string, number | null, string]>(
+      "UPDATE tokens SET client_id = ?, expires_at = ? WHERE digest = ?",
     ),
-    // The row-level test first: a row visible in both generations settles it without a seek.
-    clientsOnlyIn: db
-      .prepare<{ present: number; absent: number }, string>(
-        `SELECT c.id FROM clients c
-         WHERE ${visibleIn("c", ":present")} AND NOT ${visibleIn("c", ":absent")}
-           AND NOT EXISTS (SELECT 1 FROM clients o WHERE o.id = c.id AND ${visibleIn("o", ":absent")})
-         ORDER BY c.position`,
+    deleteToken: db.prepare<[string]>("DELETE FROM tokens WHERE digest = ?"),
+    storedClients: db
+      .prepare<[], string | null>(
+        "SELECT group_concat(id || char(9) || record, char(10)) FROM clients",
       )
       .pluck(),
-    clientsChanged: db
-      .prepare<{ from: number; to: number }, string>(
-        `SELECT b.id FROM clients b JOIN clients a ON a.id = b.id AND ${visibleIn("a", ":from")}
-         WHERE ${visibleIn("b", ":to")} AND NOT ${visibleIn("b", ":from")}
-           AND (a.name IS NOT b.name OR a.kind IS NOT b.kind OR a.disabled IS NOT b.disabled
-             OR a.upstream_key IS NOT b.upstream_key OR a.routes IS NOT b.routes
-             OR a.models IS NOT b.models)
-         ORDER BY b.position`,
+    storedTokens: db
+      .prepare<[], string | null>(
+        `SELECT group_concat(digest || client_id || ' ' || ifnull(expires_at, ''), char(10))
+         FROM tokens`,
       )
       .pluck(),
-    digestsOnlyIn: db
-      .prepare<{ present: number; absent: number }, string>(
-        `SELECT t.digest FROM tokens t
-         WHERE ${visibleIn("t", ":present")} AND NOT ${visibleIn("t", ":absent")}
-           AND NOT EXISTS (SELECT 1 FROM tokens o WHERE o.digest = t.digest AND ${visibleIn("o", ":absent")})
-         ORDER BY t.digest`,
-      )
-      .pluck(),
+    // Two primary-key seeks (the token, its client) and the newest generation's row, in
+    // one statement: the record and the default key come from the same committed state.
+    lookup: db.prepare<[string], MatchRow>(
+      `SELECT t.client_id, t.expires_at, c.record, g.id AS generation, g.default_upstream_key
+       FROM tokens t
+       JOIN clients c ON c.id = t.client_id
+       JOIN (SELECT id, default_upstream_key FROM generations ORDER BY id DESC LIMIT 1) g
+       WHERE t.digest = ?`,
+    ),
     upsertUsage: db.prepare<[string, number, number]>(
       `INSERT INTO client_usage (client_id, last_used_at, use_count) VALUES (?, ?, ?)
        ON CONFLICT (client_id) DO UPDATE SET
          last_used_at = max(last_used_at, excluded.last_used_at),
          use_count = use_count + excluded.use_count`,
     ),
-    // INDEXED BY: without statistics the planner may scan every token per client (v1 did,
-    // minutes at 100 000 clients); this makes a missing index an error, not a slow list.
-    summaries: db.prepare<{ generation: number; now: number }, SummaryRow>(
-      `SELECT c.id, c.name, c.kind, c.disabled, c.upstream_key,
-              count(t.digest) AS token_count,
-              coalesce(sum(t.expires_at <= :now), 0) AS expired_token_count,
-              min(CASE WHEN t.expires_at > :now THEN t.expires_at END) AS next_expiry,
-              u.last_used_at, u.use_count
-       FROM clients c
-       LEFT JOIN tokens t INDEXED BY tokens_by_client
-         ON t.client_id = c.id AND ${visibleIn("t", ":generation")}
-       LEFT JOIN client_usage u ON u.client_id = c.id
-       WHERE ${visibleIn("c", ":generation")}
-         AND EXISTS (SELECT 1 FROM generations WHERE id = :generation)
-       GROUP BY c.id
-       -- Positions only tie in an older generation whose clients have been moved since.
-       ORDER BY c.position, c.id`,
+    lastUse: db.prepare<[], { id: string; last_used_at: number | null; use_count: number | null }>(
+      `SELECT c.id, u.last_used_at, u.use_count
+       FROM clients c LEFT JOIN client_usage u ON u.client_id = c.id
+       ORDER BY c.id`,
     ),
   };
 }
@@ -889,10 +599,6 @@ function assertNoSecrets(keystore: Keystore): void {
   }
 }
 
-function parseList(json: string | null): readonly string[] | null {
-  return json === null ? null : Object.freeze(JSON.parse(json) as string[]);
-}
-
 function toGeneration(row: GenerationRow): Generation {
   return {
     id: row.id,
@@ -901,28 +607,4 @@ function toGeneration(row: GenerationRow): Generation {
     clientCount: row.client_count,
     defaultUpstreamKey: row.default_upstream_key,
   };
-}
-
-function toSummary(row: SummaryRow, generation: Generation): ClientSummary {
-  return {
-    id: row.id,
-    name: row.name,
-    kind: row.kind,
-    disabled: row.disabled === 1,
-    tokenCount: row.token_count,
-    expiredTokenCount: row.expired_token_count,
-    nextExpiry: row.next_expiry,
-    upstreamKeyKind: upstreamKeyKind(row.upstream_key, generation.defaultUpstreamKey),
-    lastUsedAt: row.last_used_at,
-    useCount: row.use_count ?? 0,
-  };
-}
-
-function upstreamKeyKind(
-  own: string | null,
-  fallback: string | null,
-): ClientSummary["upstreamKeyKind"] {
-  if (own?.startsWith("enc:")) return "enc";
-  if (own?.startsWith("env:")) return "env";
-  return fallback === null ? "none" : "default";
 }

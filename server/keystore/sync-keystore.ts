@@ -2,14 +2,14 @@
  * One keystore sync: read keystore.yaml, skip it when its bytes are unchanged, validate
  * it, and apply it to SQLite as a new generation. Runs inside the reload worker so a
  * large file never blocks the Check path; plain data in, plain data out. What does not
- * decide the new generation (upstream-key warnings, pruning old generations) is left
- * for after the outcome is reported, so a revocation never waits for it.
+ * decide the new generation (upstream-key warnings, the change report) is left for
+ * after the outcome is reported, so a revocation never waits for it.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { MasterKeys } from "../crypto/aes-gcm.js";
 import { type ValidatedKeystore, validateKeystore } from "./load.js";
-import type { KeystoreStore } from "./store.js";
+import type { KeystoreChanges, KeystoreStore } from "./store.js";
 import { formatIssue, type Generation, KeystoreError, type KeystoreIssue } from "./types.js";
 
 export interface SyncRequest {
@@ -28,8 +28,6 @@ export type SyncOutcome =
       readonly result: "applied";
       readonly generation: Generation;
       readonly sourceSha256: string;
-      /** The generation served before, for the change report the worker sends afterwards. */
-      readonly previousGenerationId: number | null;
     }
   | { readonly result: "unchanged"; readonly sourceSha256: string }
   | {
@@ -45,6 +43,12 @@ export interface SyncRun {
    * Computed on call: a decrypt per `enc:` value, so after the outcome has been reported.
    */
   readonly warnings: () => readonly string[];
+  /**
+   * What an applied keystore changed against the generation served before it, for the
+   * reload's log; null when nothing was written or nothing was served before (a first
+   * sync would list every client).
+   */
+  readonly changes: KeystoreChanges | null;
 }
 
 const NO_WARNINGS = (): readonly string[] => [];
@@ -54,7 +58,7 @@ function sha256(bytes: Buffer): string {
 }
 
 /**
- * Syncs keystore.yaml into the store, without pruning (call store.prune() afterwards).
+ * Syncs keystore.yaml into the store.
  * Never throws for a bad file (that is a "failed" outcome with located issues).
  * @throws Error on SQLite failure.
  */
@@ -62,6 +66,7 @@ export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now
   const failed = (sourceSha256: string | null, issues: readonly KeystoreIssue[]): SyncRun => ({
     outcome: { result: "failed", sourceSha256, issues },
     warnings: NO_WARNINGS,
+    changes: null,
   });
   let bytes: Buffer;
   try {
@@ -73,7 +78,11 @@ export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now
   }
   const sourceSha256 = sha256(bytes);
   if (sourceSha256 === request.lastSeenSha256) {
-    return { outcome: { result: "unchanged", sourceSha256 }, warnings: NO_WARNINGS };
+    return {
+      outcome: { result: "unchanged", sourceSha256 },
+      warnings: NO_WARNINGS,
+      changes: null,
+    };
   }
   let validated: ValidatedKeystore;
   try {
@@ -93,18 +102,20 @@ export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now
     throw error;
   }
   const { loaded } = validated;
-  const current = store.current();
-  const generation =
-    current?.sourceSha256 === loaded.sourceSha256
-      ? current
-      : store.apply(loaded, now, { prune: false });
+  const current = store.refresh();
+  const warnings = () => validated.upstreamKeyWarnings().map(formatIssue);
+  // The bytes of the newest generation (as after a restart): nothing to write.
+  if (current?.sourceSha256 === loaded.sourceSha256) {
+    return {
+      outcome: { result: "applied", generation: current, sourceSha256 },
+      warnings,
+      changes: null,
+    };
+  }
+  const { generation, changes } = store.apply(loaded, now);
   return {
-    outcome: {
-      result: "applied",
-      generation,
-      sourceSha256,
-      previousGenerationId: current?.id ?? null,
-    },
-    warnings: () => validated.upstreamKeyWarnings().map(formatIssue),
+    outcome: { result: "applied", generation, sourceSha256 },
+    warnings,
+    changes: current === undefined ? null : changes,
   };
 }

@@ -38,3 +38,205 @@ export function inspect<T>(dbPath: string, query: (db: Database.Database) => T):
     db.close();
   }
 }
+
+// --- Databases as older keygate releases left them, for the migration tests ---
+
+/** The tables v1 and v2 share, exactly as keygate created them. */
+const GENERATIONS_AND_USAGE = `
+  CREATE TABLE generations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_sha256 TEXT NOT NULL,
+    loaded_at TEXT NOT NULL,
+    client_count INTEGER NOT NULL,
+    default_upstream_key TEXT
+  ) STRICT;
+  CREATE TABLE client_usage (
+    client_id TEXT PRIMARY KEY,
+    last_used_at INTEGER NOT NULL,
+    use_count INTEGER NOT NULL
+  ) STRICT;
+`;
+
+/** The v1 schema (one full copy of every row per generation), frozen here on purpose. */
+const V1_SCHEMA = `${GENERATIONS_AND_USAGE}
+  CREATE TABLE clients (
+    generation INTEGER NOT NULL REFERENCES generations (id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('client', 'internal')),
+    disabled INTEGER NOT NULL CHECK (disabled IN (0, 1)),
+    upstream_key TEXT CHECK (upstream_key IS NULL OR upstream_key GLOB 'enc:*' OR upstream_key GLOB 'env:*'),
+    routes TEXT,
+    models TEXT,
+    PRIMARY KEY (generation, id)
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE tokens (
+    generation INTEGER NOT NULL,
+    digest TEXT NOT NULL CHECK (length(digest) = 64),
+    client_id TEXT NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (generation, digest),
+    FOREIGN KEY (generation, client_id) REFERENCES clients (generation, id) ON DELETE CASCADE
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX tokens_by_client ON tokens (generation, client_id);
+`;
+
+/** The v2 schema (row versions visible in generations [since, until)), frozen here on purpose. */
+const V2_SCHEMA = `${GENERATIONS_AND_USAGE}
+  CREATE TABLE clients (
+    id TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    until INTEGER CHECK (until IS NULL OR until > since),
+    position INTEGER NOT NULL,
+    name TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('client', 'internal')),
+    disabled INTEGER NOT NULL CHECK (disabled IN (0, 1)),
+    upstream_key TEXT CHECK (upstream_key IS NULL OR upstream_key GLOB 'enc:*' OR upstream_key GLOB 'env:*'),
+    routes TEXT,
+    models TEXT,
+    PRIMARY KEY (id, since)
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE tokens (
+    digest TEXT NOT NULL CHECK (length(digest) = 64),
+    since INTEGER NOT NULL,
+    until INTEGER CHECK (until IS NULL OR until > since),
+    client_id TEXT NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (digest, since)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX tokens_by_client ON tokens (client_id);
+`;
+
+/** A client row of an old schema: what both versions store per client. */
+export interface OldClientRow {
+  readonly id: string;
+  readonly name?: string | null;
+  readonly kind?: "client" | "internal";
+  readonly disabled?: boolean;
+  readonly upstreamKey?: string | null;
+  readonly routes?: readonly string[] | null;
+  readonly models?: readonly string[] | null;
+}
+
+/** One generation of an old database: its clients and tokens ([digest, client id, expiry]). */
+export interface OldGeneration {
+  readonly defaultUpstreamKey: string | null;
+  readonly clients: readonly OldClientRow[];
+  readonly tokens: readonly (readonly [string, string, number | null])[];
+}
+
+function clientValues(row: OldClientRow, position: number) {
+  return [
+    row.id,
+    position,
+    row.name ?? null,
+    row.kind ?? "client",
+    row.disabled ? 1 : 0,
+    row.upstreamKey ?? null,
+    row.routes == null ? null : JSON.stringify(row.routes),
+    row.models == null ? null : JSON.stringify(row.models),
+  ];
+}
+
+function createOld(
+  dbPath: string,
+  version: 1 | 2,
+  schema: string,
+  write: (db: Database.Database) => void,
+) {
+  const db = new Database(dbPath);
+  try {
+    db.pragma("journal_mode = WAL");
+    db.pragma("foreign_keys = ON");
+    db.exec(schema);
+    db.pragma(`user_version = ${version}`);
+    db.transaction(() => write(db))();
+  } finally {
+    db.close();
+  }
+}
+
+function addGeneration(db: Database.Database, generation: OldGeneration): number {
+  return Number(
+    db
+      .prepare(
+        `INSERT INTO generations (source_sha256, loaded_at, client_count, default_upstream_key)
+         VALUES (?, '2026-05-01T00:00:00.000Z', ?, ?)`,
+      )
+      .run("a".repeat(64), generation.clients.length, generation.defaultUpstreamKey)
+      .lastInsertRowid,
+  );
+}
+
+/**
+ * A v1 database as a v1 server leaves it: generation 1 pruned, each later one stored in
+ * full, and the given usage rows ([client id, last use, count]).
+ */
+export function writeV1Database(
+  dbPath: string,
+  generations: readonly OldGeneration[],
+  usage: readonly (readonly [string, number, number])[] = [],
+): void {
+  createOld(dbPath, 1, V1_SCHEMA, (db) => {
+    addGeneration(db, { defaultUpstreamKey: null, clients: [], tokens: [] });
+    db.prepare("DELETE FROM generations WHERE id = 1").run();
+    const addClient = db.prepare("INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    const addToken = db.prepare("INSERT INTO tokens VALUES (?, ?, ?, ?)");
+    for (const generation of generations) {
+      const id = addGeneration(db, generation);
+      generation.clients.forEach((row, at) => {
+        addClient.run(id, ...clientValues(row, at));
+      });
+      for (const token of generation.tokens) addToken.run(id, ...token);
+    }
+    for (const row of usage) db.prepare("INSERT INTO client_usage VALUES (?, ?, ?)").run(...row);
+  });
+}
+
+/**
+ * A v2 database as a v2 server leaves it after applying `generations` in turn, with a
+ * first, empty generation pruned: each row version runs from the generation that wrote
+ * it until the one that changed or dropped it.
+ */
+export function writeV2Database(dbPath: string, generations: readonly OldGeneration[]): void {
+  createOld(dbPath, 2, V2_SCHEMA, (db) => {
+    addGeneration(db, { defaultUpstreamKey: null, clients: [], tokens: [] });
+    db.prepare("DELETE FROM generations WHERE id = 1").run();
+    const insert = {
+      clients: db.prepare(
+        `INSERT INTO clients (id, since, position, name, kind, disabled, upstream_key, routes, models)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      tokens: db.prepare(
+        "INSERT INTO tokens (digest, since, client_id, expires_at) VALUES (?, ?, ?, ?)",
+      ),
+    };
+    const retire = {
+      clients: db.prepare("UPDATE clients SET until = ? WHERE id = ? AND until IS NULL"),
+      tokens: db.prepare("UPDATE tokens SET until = ? WHERE digest = ? AND until IS NULL"),
+    };
+    let visible = { clients: new Map<string, string>(), tokens: new Map<string, string>() };
+    for (const generation of generations) {
+      const since = addGeneration(db, generation);
+      const rows = {
+        clients: generation.clients.map((row, at) => clientValues(row, at)),
+        tokens: generation.tokens.map((token) => [...token]),
+      };
+      const next = { clients: new Map<string, string>(), tokens: new Map<string, string>() };
+      for (const table of ["clients", "tokens"] as const) {
+        for (const [key, ...values] of rows[table]) {
+          const text = JSON.stringify(values);
+          next[table].set(String(key), text);
+          if (visible[table].get(String(key)) === text) continue;
+          if (visible[table].has(String(key))) retire[table].run(since, key);
+          insert[table].run(key, since, ...values);
+        }
+        for (const key of visible[table].keys()) {
+          if (!next[table].has(key)) retire[table].run(since, key);
+        }
+      }
+      visible = next;
+    }
+  });
+}

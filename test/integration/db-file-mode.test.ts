@@ -9,7 +9,7 @@ import test from "ava";
 import Database from "better-sqlite3";
 import { parseKeystore } from "../../server/keystore/load.js";
 import { KeystoreStore } from "../../server/keystore/store.js";
-import { tempDb } from "../helpers/store-db.js";
+import { tempDb, writeV2Database } from "../helpers/store-db.js";
 
 const KEYSTORE = `version: 1
 clients:
@@ -55,4 +55,24 @@ test("files an older keygate left world-readable are narrowed on open", (t) => {
 
   KeystoreStore.open(dbPath).close();
   for (const file of FILES(dbPath)) t.is(modeOf(file), "0600", file);
+});
+
+test("a database migrated from an older schema keeps WAL and owner-only files", (t) => {
+  const dbPath = tempDb(t);
+  writeV2Database(dbPath, [
+    {
+      defaultUpstreamKey: null,
+      clients: [{ id: "mode-check" }],
+      tokens: [["a".repeat(64), "mode-check", null]],
+    },
+  ]);
+  chmodSync(dbPath, 0o644);
+  const store = KeystoreStore.open(dbPath);
+  t.teardown(() => store.close());
+  t.like(store.lookup("a".repeat(64)), { clientId: "mode-check" });
+  for (const file of FILES(dbPath)) t.is(modeOf(file), "0600", file);
+  const db = new Database(dbPath, { readonly: true });
+  t.teardown(() => db.close());
+  t.is(db.pragma("journal_mode", { simple: true }), "wal");
+  t.is(db.pragma("user_version", { simple: true }), 3);
 });
