@@ -6,6 +6,7 @@
  */
 import type { MasterKeys } from "../crypto/aes-gcm.js";
 import type { Logger } from "../logger.js";
+import type { SyncReport } from "./reload-worker.js";
 import { ReloadWorker, type SyncReply } from "./run-reload-worker.js";
 import type { KeystoreStore } from "./store.js";
 import type { SyncOutcome } from "./sync-keystore.js";
@@ -49,9 +50,7 @@ export class KeystoreManager {
   private warnings: readonly string[] = [];
   /** Hash of the file bytes last decided (valid or not); null after a read failure. */
   private lastSeenSha256: string | null = null;
-  private readonly worker = new ReloadWorker((generation, changes) =>
-    this.options.logger.info({ generation, changes }, "keystore changes"),
-  );
+  private readonly worker = new ReloadWorker();
   private inFlight: Promise<ReloadOutcome> | undefined;
   private queued: Promise<ReloadOutcome> | undefined;
 
@@ -143,28 +142,34 @@ export class KeystoreManager {
         return this.fail(outcome.issues, now);
       case "applied": {
         this.lastSeenSha256 = outcome.sourceSha256;
-        // Checks switch to the new generation now; its warnings follow (the reload
-        // resolves once they are in, so /keystore then shows them).
+        // Checks switch to the new generation now; its report follows (the reload
+        // resolves once it is in, so /keystore then shows the warnings).
         const applied = this.succeed(outcome);
-        await this.takeWarnings(reply.warnings);
+        await this.takeReport(reply.report);
         return applied;
       }
     }
   }
 
-  private async takeWarnings(pending: Promise<readonly string[]>): Promise<void> {
+  private async takeReport(pending: Promise<SyncReport>): Promise<void> {
+    const { logger } = this.options;
+    let report: SyncReport;
     try {
-      this.warnings = await pending;
+      report = await pending;
     } catch (error) {
+      report = { warnings: { error: (error as Error).message }, changes: null };
+    }
+    if (report.changes !== null) logger.info(report.changes, "keystore changes");
+    if ("error" in report.warnings) {
       this.warnings = [];
-      this.options.logger.warn(
-        { file: this.options.path, err: error },
+      logger.warn(
+        { file: this.options.path, err: report.warnings.error },
         "could not check the keystore's upstream keys; clients with a bad key will answer 503 KEY_UNAVAILABLE",
       );
       return;
     }
-    for (const warning of this.warnings)
-      this.options.logger.warn({ file: this.options.path }, warning);
+    this.warnings = report.warnings;
+    for (const warning of this.warnings) logger.warn({ file: this.options.path }, warning);
   }
 
   private succeed(outcome: Extract<SyncOutcome, { result: "applied" }>): ReloadOutcome {

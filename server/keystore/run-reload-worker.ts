@@ -4,8 +4,7 @@
  * an idle period so the heap a large keystore needed is given back.
  */
 import { Worker } from "node:worker_threads";
-import type { WorkerInput, WorkerOutput } from "./reload-worker.js";
-import type { KeystoreChanges } from "./store.js";
+import type { SyncReport, WorkerInput, WorkerOutput } from "./reload-worker.js";
 import type { SyncOutcome } from "./sync-keystore.js";
 
 /** A sync that has not answered in this time is abandoned (and reported as an error). */
@@ -24,14 +23,11 @@ function spawn(): Worker {
   return new Worker(bootstrap, { eval: true });
 }
 
-/** A sync's answer: the outcome as soon as the generation is decided, its warnings later. */
+/** A sync's answer: the outcome as soon as the generation is decided, its report later. */
 export interface SyncReply {
   readonly outcome: SyncOutcome;
-  /**
-   * The upstream-key warnings of an applied keystore (none for other outcomes). Rejects
-   * when the worker could not compute them.
-   */
-  readonly warnings: Promise<readonly string[]>;
+  /** Upstream-key warnings and the change log; rejects only when the worker broke. */
+  readonly report: Promise<SyncReport>;
 }
 
 interface Deferred<T> {
@@ -47,22 +43,19 @@ function deferred<T>(): Deferred<T> {
     resolve = res;
     reject = rej;
   });
-  // Nobody may be waiting for the warnings when they fail: that is not an unhandled rejection.
+  // Nobody may be waiting for a report when the worker breaks: not an unhandled rejection.
   promise.catch(() => undefined);
   return { promise, resolve, reject };
 }
 
-/** One sync in the worker, from its request until the worker says it is done with it. */
+/** One sync in the worker, from its request until its report. */
 interface Pending {
   readonly reply: Deferred<SyncReply>;
-  readonly warnings: Deferred<readonly string[]>;
+  readonly report: Deferred<SyncReport>;
   readonly timer: NodeJS.Timeout;
 }
 
 export class ReloadWorker {
-  /** @param onChanges receives each applied generation's change report, after its result. */
-  constructor(private readonly onChanges: (generation: number, changes: KeystoreChanges) => void) {}
-
   private worker: Worker | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private nextId = 1;
@@ -80,10 +73,9 @@ export class ReloadWorker {
       () => this.fail(new Error(`keystore sync did not finish within ${SYNC_TIMEOUT_MS} ms`)),
       SYNC_TIMEOUT_MS,
     );
-    const pending: Pending = { reply: deferred(), warnings: deferred(), timer };
-    this.pending.set(id, pending);
+    this.pending.set(id, { reply: deferred(), report: deferred(), timer });
     worker.postMessage({ ...input, id } satisfies WorkerInput);
-    return pending.reply.promise;
+    return (this.pending.get(id) as Pending).reply.promise;
   }
 
   /** Stops the worker; pending syncs fail. */
@@ -108,36 +100,20 @@ export class ReloadWorker {
   }
 
   private settle(output: WorkerOutput): void {
-    if (output.kind === "changes") {
-      this.onChanges(output.generation, output.changes);
-      return;
-    }
     const pending = this.pending.get(output.id);
     if (!pending) return;
-    switch (output.kind) {
-      case "result":
-        if (!output.ok) {
-          pending.reply.reject(new Error(`keystore sync failed: ${output.error}`));
-          break;
-        }
-        // Only an applied keystore has warnings to wait for.
-        if (output.outcome.result !== "applied") pending.warnings.resolve([]);
-        pending.reply.resolve({ outcome: output.outcome, warnings: pending.warnings.promise });
-        break;
-      case "warnings":
-        if (output.ok) pending.warnings.resolve(output.warnings);
-        else pending.warnings.reject(new Error(`upstream key check failed: ${output.error}`));
-        break;
-      case "done":
-        this.pending.delete(output.id);
-        clearTimeout(pending.timer);
-        // A request that ended without them (a failed sync) has no warnings.
-        pending.warnings.resolve([]);
-        if (this.pending.size === 0) {
-          this.idleTimer = setTimeout(() => void this.close(), IDLE_MS);
-          this.idleTimer.unref();
-        }
-        break;
+    if (output.kind === "outcome") {
+      if ("error" in output)
+        pending.reply.reject(new Error(`keystore sync failed: ${output.error}`));
+      else pending.reply.resolve({ outcome: output.outcome, report: pending.report.promise });
+      return;
+    }
+    this.pending.delete(output.id);
+    clearTimeout(pending.timer);
+    pending.report.resolve(output.report);
+    if (this.pending.size === 0) {
+      this.idleTimer = setTimeout(() => void this.close(), IDLE_MS);
+      this.idleTimer.unref();
     }
   }
 
@@ -148,7 +124,7 @@ export class ReloadWorker {
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
       pending.reply.reject(error);
-      pending.warnings.reject(error);
+      pending.report.reject(error);
       this.pending.delete(id);
     }
     if (worker) void worker.terminate();
