@@ -75,7 +75,7 @@ export class KeystoreManager {
   /**
    * Reads keystore.yaml and, when it changed and is valid, applies it as a new
    * generation. Reloads never overlap: a request during one runs once more after it,
-   * so the last edit always wins and generations are never pruned under a reader.
+   * so the last edit always wins.
    */
   reload(): Promise<ReloadOutcome> {
     if (this.inFlight) {
