@@ -2,18 +2,14 @@
  * keystore.yaml written to do harm, or by mistake with a secret in the wrong place:
  * `env:` references to keygate's own settings or outside KEYGATE_UPSTREAM_ENV_PREFIX (a
  * located error), upstream keys that cannot be a header value (a warning for that client),
- * and secrets pasted where the loader would quote them (redacted). Every case is held on
- * both of the loader's paths: the plain one must answer alike or defer.
+ * secrets pasted where the loader would quote them (redacted), and YAML built to cost:
+ * alias bombs, deep nesting, huge scalars, many keys. Each gets a located answer at once.
  */
 import { createHash } from "node:crypto";
 import test from "ava";
+import fc from "fast-check";
 import { encryptSecret } from "../../server/crypto/aes-gcm.js";
-import {
-  type LoadOptions,
-  parseKeystore,
-  parseKeystoreLocated,
-  parseKeystorePlain,
-} from "../../server/keystore/load.js";
+import { type LoadOptions, parseKeystore } from "../../server/keystore/load.js";
 import { listed } from "../../server/keystore/shown-text.js";
 import { DEFAULTS_AAD, formatIssue, KeystoreError } from "../../server/keystore/types.js";
 
@@ -63,34 +59,21 @@ clients:
 ${extra}`;
 }
 
-/** The issues parseKeystore throws, formatted; both paths are checked to agree first. */
+/** The issues parseKeystore throws, formatted. */
 function refused(t: import("ava").ExecutionContext, text: string, opts = options()): string[] {
-  t.is(parseKeystorePlain(text, opts), undefined, "the plain path defers an invalid file");
-  const issues = (load: () => unknown): string[] => {
-    try {
-      load();
-    } catch (error) {
-      if (error instanceof KeystoreError) return error.issues.map(formatIssue);
-      throw error;
-    }
-    t.fail("expected a KeystoreError");
-    return [];
-  };
-  const reported = issues(() => parseKeystore(text, opts));
-  t.deepEqual(
-    issues(() => parseKeystoreLocated(text, opts)),
-    reported,
-  );
-  return reported;
+  try {
+    parseKeystore(text, opts);
+  } catch (error) {
+    if (error instanceof KeystoreError) return error.issues.map(formatIssue);
+    throw error;
+  }
+  t.fail("expected a KeystoreError");
+  return [];
 }
 
-/** The warnings of a valid file, the same on both paths. */
-function warned(t: import("ava").ExecutionContext, text: string, opts = options()): string[] {
-  const loaded = parseKeystore(text, opts);
-  t.deepEqual(parseKeystoreLocated(text, opts), loaded, "the located path agrees");
-  const plain = parseKeystorePlain(text, opts);
-  if (plain !== undefined) t.deepEqual(plain, loaded, "the plain path agrees");
-  return loaded.warnings.map(formatIssue);
+/** The warnings of a valid file. */
+function warned(text: string, opts = options()): string[] {
+  return parseKeystore(text, opts).warnings.map(formatIssue);
 }
 
 // ---------------------------------------------------------------- env: names
@@ -164,15 +147,9 @@ for (const { name, text, prefix, issue } of REFUSED_ENV) {
 }
 
 test("env: names with the prefix, or any non-KEYGATE_ name without one, are accepted", (t) => {
-  t.deepEqual(
-    warned(t, oneClient("env:APOLLO_KEY"), options({ upstreamEnvPrefix: "APOLLO_" })),
-    [],
-  );
-  t.deepEqual(warned(t, oneClient("env:ANTHROPIC_API_KEY")), []);
-  t.deepEqual(
-    warned(t, oneClient("env:ANTHROPIC_API_KEY"), options({ upstreamEnvPrefix: null })),
-    [],
-  );
+  t.deepEqual(warned(oneClient("env:APOLLO_KEY"), options({ upstreamEnvPrefix: "APOLLO_" })), []);
+  t.deepEqual(warned(oneClient("env:ANTHROPIC_API_KEY")), []);
+  t.deepEqual(warned(oneClient("env:ANTHROPIC_API_KEY"), options({ upstreamEnvPrefix: null })), []);
 });
 
 test("env: refusals are reported with the file's other problems, top to bottom", (t) => {
@@ -265,7 +242,7 @@ const UNSENDABLE: readonly WarnedCase[] = [
 
 for (const { name, upstreamKey, warning } of UNSENDABLE) {
   test(`key that cannot be a header value: a warning for that client: ${name}`, (t) => {
-    const warnings = warned(t, oneClient(upstreamKey));
+    const warnings = warned(oneClient(upstreamKey));
     t.is(warnings.length, 1, warnings.join("\n"));
     t.true(warnings[0]?.includes(warning), warnings[0]);
     t.false(warnings[0]?.includes("sk-ant-abc"), "never prints the key");
@@ -273,9 +250,9 @@ for (const { name, upstreamKey, warning } of UNSENDABLE) {
 }
 
 test("visible ASCII and obs-text keys are sendable", (t) => {
-  t.deepEqual(warned(t, oneClient("env:OBS_TEXT_KEY")), []);
-  t.deepEqual(warned(t, oneClient(sealed("sk-ant-~!#$%&'*+-.^_`|"))), []);
-  t.deepEqual(warned(t, oneClient(sealed("sk-ant-caf\u00E9"))), []);
+  t.deepEqual(warned(oneClient("env:OBS_TEXT_KEY")), []);
+  t.deepEqual(warned(oneClient(sealed("sk-ant-~!#$%&'*+-.^_`|"))), []);
+  t.deepEqual(warned(oneClient(sealed("sk-ant-caf\u00E9"))), []);
 });
 
 test("a default that cannot be sent names every client that falls back to it", (t) => {
@@ -288,7 +265,7 @@ clients:
   - id: b
     tokens: [{ sha256: ${digest("b")} }]
 `;
-  const warnings = warned(t, text);
+  const warnings = warned(text);
   t.is(warnings.length, 1);
   t.true(
     warnings[0]?.startsWith(
@@ -352,10 +329,19 @@ const LEAKS: readonly LeakCase[] = [
     issue: `keystore.yaml:6:24: clients[1].tokens[0].sha256: digest ${digest("x").slice(0, 12)}… of client clients[1] already belongs to client clients[0]`,
   },
   {
-    name: "a secret in an unresolved alias",
+    name: "a secret as an alias",
     text: `${CLIENT_HEAD}    name: *${KEYGATE_TOKEN}\n`,
-    issue:
-      "keystore.yaml:1:1: YAML: Unresolved alias (the anchor must be set before the alias): <redacted>",
+    issue: "keystore.yaml:5:11: YAML: aliases (*) are not allowed",
+  },
+  {
+    name: "a secret as a tag",
+    text: `${CLIENT_HEAD}    name: !${KEYGATE_TOKEN} x\n`,
+    issue: "keystore.yaml:5:11: YAML: tags (!) are not allowed",
+  },
+  {
+    name: "a secret as a verbatim tag",
+    text: `${CLIENT_HEAD}    name: !<${PROVIDER_KEY}> x\n`,
+    issue: "keystore.yaml:5:11: YAML: tags (!) are not allowed",
   },
   {
     name: "a secret after a flow collection",
@@ -386,9 +372,9 @@ for (const { name, text, issue } of LEAKS) {
   });
 }
 
-test("a secret in a YAML tag is redacted from yaml's warning", (t) => {
-  const warnings = warned(t, `${CLIENT_HEAD}    name: !${KEYGATE_TOKEN} x\n`);
-  t.deepEqual(warnings, ["keystore.yaml:5:11: YAML: Unresolved tag: <redacted>"]);
+test("a secret in a YAML directive is redacted from the parser's warning", (t) => {
+  const warnings = warned(`%${KEYGATE_TOKEN} x\n---\n${CLIENT_HEAD}`);
+  t.deepEqual(warnings, ["keystore.yaml:2:1: YAML: unknown document directive <redacted>"]);
 });
 
 test("a warning does not name a client whose id looks like a secret", (t) => {
@@ -401,7 +387,7 @@ clients:
     tokens: [{ sha256: ${digest("b")} }]
     upstream_key: ${encryptSecret("sk-ant-x", "someone-else", "k1", K1)}
 `;
-  const warnings = warned(t, text);
+  const warnings = warned(text);
   t.deepEqual(warnings, [
     "keystore.yaml:5:19: clients[0].upstream_key: environment variable UNSET_KEY is not set; client clients[0] will answer 503 KEY_UNAVAILABLE",
     `keystore.yaml:8:19: clients[1].upstream_key: does not decrypt with master key "k1" for this client's id (a different key with that kid, or encrypted for another client id); client clients[1] will answer 503 KEY_UNAVAILABLE`,
@@ -410,7 +396,7 @@ clients:
 
 test("a master key id shaped like a secret is redacted", (t) => {
   const value = encryptSecret("sk-ant-x", "a", "kg_kid", K1);
-  const warnings = warned(t, oneClient(value));
+  const warnings = warned(oneClient(value));
   t.is(warnings.length, 1);
   t.true(warnings[0]?.includes("master key <redacted> is not loaded"), warnings[0]);
 });
@@ -420,4 +406,127 @@ test("a client name is listed whole, but a secret pasted there is redacted and c
   t.is(listed("sk-ant-api03-pasted"), "<redacted>");
   t.is(listed("name\u001b[2Jclear"), "name\ufffd[2Jclear");
   t.is(listed("bell\u0007\u0085"), "bell\ufffd\ufffd");
+});
+
+// ---------------------------------------------------------------- built to cost
+
+/** Milliseconds `load` takes; each case below is refused or read in well under a second. */
+function timed(load: () => unknown): number {
+  const started = performance.now();
+  try {
+    load();
+  } catch (error) {
+    if (!(error instanceof KeystoreError)) throw error;
+  }
+  return performance.now() - started;
+}
+
+/**
+ * Each case takes well under a second alone; the bound is generous for a loaded 2-core
+ * machine running other tests, and still far below what quadratic work would take.
+ */
+const STALL_MS = 15_000;
+
+test("an alias bomb is refused at its first anchor, before anything is expanded", (t) => {
+  const levels = Array.from({ length: 12 }, (_, level) => {
+    const previous = level === 0 ? '"lol"' : `*l${level - 1}`;
+    return `  l${level}: &l${level} [${Array(10).fill(previous).join(", ")}]`;
+  });
+  const text = `version: 1\nbomb:\n${levels.join("\n")}\nclients: []\n`;
+  t.true(timed(() => parseKeystore(text, options())) < STALL_MS);
+  t.deepEqual(refused(t, text), [
+    "keystore.yaml:3:7: YAML: anchors (&) are not allowed; keystore.yaml is data: write each value out in full",
+  ]);
+});
+
+test("deep nesting is refused where it gets too deep", (t) => {
+  const text = `${CLIENT_HEAD}    models: ${"[".repeat(100_000)}${"]".repeat(100_000)}\n`;
+  t.true(timed(() => parseKeystore(text, options())) < STALL_MS);
+  const issues = refused(t, text);
+  t.is(issues.length, 1);
+  t.regex(issues[0] ?? "", /^keystore\.yaml:5:\d+: YAML: nesting exceeded maxDepth \(20\)$/);
+});
+
+test("a huge key is reported cut short, and a huge value is read", (t) => {
+  const huge = "x".repeat(5_000_000);
+  const key = `${CLIENT_HEAD}    ${huge}: 1\n`;
+  t.true(timed(() => parseKeystore(key, options())) < STALL_MS);
+  t.deepEqual(refused(t, key), [
+    'keystore.yaml:5:5: clients[0]["xxxxxxxxxxxxxxxx…"]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind)',
+  ]);
+  const name = `${CLIENT_HEAD}    name: ${huge}\n`;
+  t.is(parseKeystore(name, options()).keystore.clients[0]?.name?.length, huge.length);
+});
+
+test("many unknown keys are each reported, without a stall", (t) => {
+  const count = 20_000;
+  const fields = Array.from({ length: count }, (_, index) => `    f${index}: 1`).join("\n");
+  const text = `${CLIENT_HEAD}${fields}\n`;
+  t.true(timed(() => parseKeystore(text, options())) < STALL_MS);
+  const issues = refused(t, text);
+  t.is(issues.length, count);
+  t.true(issues[count - 1]?.startsWith(`keystore.yaml:${4 + count}:5: clients[0].f${count - 1}:`));
+});
+
+test("a NUL byte is refused where it is", (t) => {
+  t.deepEqual(refused(t, `${CLIENT_HEAD}    name: a\0b\n`), [
+    "keystore.yaml:5:12: YAML: null byte is not allowed in input",
+  ]);
+});
+
+// ---------------------------------------------------------------- anything at all
+
+const SEED = `# keystore
+version: 1
+defaults:
+  upstream_key: env:ANTHROPIC_API_KEY
+clients:
+  - id: a
+    name: "Team A"
+    tokens:
+      - sha256: ${digest("a")}
+        expires: 2026-12-01T00:00:00Z
+    routes: [/v1/, /services/]
+  - { id: b, tokens: [{ sha256: ${digest("b")} }], models: ['claude-*'] }
+`;
+
+/** The seed with a few characters YAML cares about dropped in, replaced or removed anywhere. */
+const mutatedKeystore = fc
+  .array(
+    fc.tuple(
+      fc.nat(),
+      fc.nat(3),
+      fc.constantFrom(..." \n\r\t-:[]{},'\"#&*!?|>%@`\\x1\u00e9\ufeff"),
+    ),
+    { minLength: 1, maxLength: 4 },
+  )
+  .map((edits) =>
+    edits.reduce((text, [at, span, char]) => {
+      const position = at % (text.length + 1);
+      return text.slice(0, position) + char + text.slice(position + span);
+    }, SEED),
+  );
+
+test("anything at all: a keystore or located issues inside the file, never a crash", (t) => {
+  fc.assert(
+    fc.property(mutatedKeystore, (text) => {
+      const lines = text.split(/\r\n?|\n/).length;
+      try {
+        parseKeystore(text, options());
+        return true;
+      } catch (error) {
+        if (!(error instanceof KeystoreError)) throw error;
+        return error.issues.every(
+          (issue) =>
+            issue.file === "keystore.yaml" &&
+            issue.line >= 1 &&
+            issue.line <= lines &&
+            issue.column >= 1 &&
+            issue.message.length > 0,
+        );
+      }
+    }),
+    { numRuns: 2_000 },
+  );
+  t.pass();
 });

@@ -5,7 +5,12 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import test from "ava";
 import { ENC_PATTERN, encryptSecret, type MasterKeys } from "../../server/crypto/aes-gcm.js";
-import { type LoadOptions, parseKeystore, readKeystoreFile } from "../../server/keystore/load.js";
+import {
+  type LoadOptions,
+  parseKeystore,
+  readKeystoreFile,
+  readKeystoreText,
+} from "../../server/keystore/load.js";
 import {
   DEFAULTS_AAD,
   formatIssue,
@@ -62,7 +67,12 @@ const INVALID_CASES: readonly InvalidCase[] = [
   {
     name: "YAML syntax error is located where the parser stopped",
     fixture: "invalid-yaml-syntax.yaml",
-    issues: [["6:1", "YAML: All mapping items must start at the same column"]],
+    issues: [["6:1", "YAML: tab characters must not be used in indentation"]],
+  },
+  {
+    name: "a misindented key is located at the key",
+    fixture: "invalid-yaml-indentation.yaml",
+    issues: [["6:6", "YAML: bad indentation of a mapping entry"]],
   },
   {
     name: "version other than 1",
@@ -214,7 +224,7 @@ test("an empty file says what is expected", (t) => {
 test("duplicate YAML keys are a located syntax error", (t) => {
   const text = "version: 1\nversion: 1\nclients: []\n";
   const [issue] = issuesOf(() => parseKeystore(text, options({ requireClients: false })));
-  t.regex(issue ?? "", /^keystore\.yaml:2:1: YAML: Map keys must be unique/);
+  t.is(issue, "keystore.yaml:2:1: YAML: duplicated mapping key");
 });
 
 test("a missing file is one issue at line 1, column 1", (t) => {
@@ -225,16 +235,94 @@ test("a missing file is one issue at line 1, column 1", (t) => {
   );
 });
 
-test("a file that is not UTF-8 is refused", (t) => {
+// ---------------------------------------------------------------- reading the file
+
+function tempFile(t: import("ava").ExecutionContext, bytes: Uint8Array): string {
   const dir = mkdtempSync(path.join(tmpdir(), "keygate-load-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, "keystore.yaml");
-  writeFileSync(file, Buffer.from([0x76, 0x65, 0x72, 0xff, 0xfe, 0x0a]));
-  const { file: _ignored, ...rest } = options();
+  writeFileSync(file, bytes);
+  return file;
+}
+
+const NOT_UTF8 = "cannot read the keystore: the file is not valid UTF-8 (save it as UTF-8)";
+const BOM_BYTES = [0xef, 0xbb, 0xbf];
+const ascii = (text: string) => [...Buffer.from(text, "latin1")];
+
+interface Utf8Case {
+  readonly name: string;
+  readonly bytes: readonly number[];
+  /** `line:column` of the first byte that is not UTF-8, as an editor counts characters. */
+  readonly at: string;
+}
+
+const NOT_UTF8_CASES: readonly Utf8Case[] = [
+  { name: "a Latin-1 byte", bytes: [...ascii("ver"), 0xff, 0xfe, 0x0a], at: "1:4" },
+  {
+    name: "after multi-byte characters on a later line",
+    bytes: [...ascii("version: 1\nname: "), 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xe9, 0x0a],
+    at: "2:9",
+  },
+  {
+    name: "after a U+FFFD the file really holds",
+    bytes: [...ascii("name: "), 0xef, 0xbf, 0xbd, 0x20, 0x80, 0x0a],
+    at: "1:9",
+  },
+  { name: "an overlong encoding of NUL", bytes: [...ascii("a: "), 0xc0, 0x80], at: "1:4" },
+  { name: "an encoded surrogate", bytes: [...ascii("a: "), 0xed, 0xa0, 0x80], at: "1:4" },
+  { name: "a sequence cut short at the end", bytes: [...ascii("a: b"), 0xe2, 0x82], at: "1:5" },
+  {
+    name: "after a BOM, which is not a column",
+    bytes: [...BOM_BYTES, ...ascii("ab"), 0xff],
+    at: "1:3",
+  },
+];
+
+for (const { name, bytes, at } of NOT_UTF8_CASES) {
+  test(`a file that is not UTF-8 is refused where it stops being UTF-8: ${name}`, (t) => {
+    const file = tempFile(t, Buffer.from(bytes));
+    const expected = [`${file}:${at}: ${NOT_UTF8}`];
+    t.deepEqual(
+      issuesOf(() => readKeystoreText(file)),
+      expected,
+    );
+    const { file: _ignored, ...rest } = options();
+    t.deepEqual(
+      issuesOf(() => readKeystoreFile(file, rest)),
+      expected,
+      "the loader reads through readKeystoreText",
+    );
+  });
+}
+
+test("readKeystoreText drops a BOM, keeps a U+FFFD the file holds, and hashes the bytes", (t) => {
+  const bytes = Buffer.concat([
+    Buffer.from(BOM_BYTES),
+    Buffer.from("version: 1\n# caf\u00e9 \ufffd\n", "utf8"),
+  ]);
+  const file = tempFile(t, bytes);
+  const { text, sourceSha256 } = readKeystoreText(file);
+  t.is(text, "version: 1\n# caf\u00e9 \ufffd\n");
+  t.is(sourceSha256, createHash("sha256").update(bytes).digest("hex"));
+});
+
+test("a directory is one issue at line 1, column 1", (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), "keygate-load-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   t.deepEqual(
-    issuesOf(() => readKeystoreFile(file, rest)),
-    [`${file}:1:1: cannot read the keystore: the file is not valid UTF-8`],
+    issuesOf(() => readKeystoreText(dir)),
+    [`${dir}:1:1: cannot read the keystore: it is a directory, not a file`],
   );
+});
+
+test("positions do not count a BOM as a column, from disk or from text", (t) => {
+  const text = `version: 2\nclients: []\n`;
+  const file = tempFile(t, Buffer.concat([Buffer.from(BOM_BYTES), Buffer.from(text)]));
+  const { file: _ignored, ...rest } = options();
+  const fromDisk = issuesOf(() => readKeystoreFile(file, rest));
+  t.true(fromDisk[0]?.startsWith(`${file}:1:10: version: must be 1`), fromDisk[0]);
+  const fromText = issuesOf(() => parseKeystore(`\ufeff${text}`, options()));
+  t.true(fromText[0]?.startsWith("keystore.yaml:1:10: version: must be 1"), fromText[0]);
 });
 
 // ---------------------------------------------------------------- valid keystore
@@ -495,21 +583,168 @@ test("a digest YAML reads as a number is quoted as written, not as the number", 
   );
 });
 
-test("a problem reached through a YAML alias points at the aliased value", (t) => {
-  const text = `version: 1
-clients:
-  - id: a
-    tokens: [{ sha256: ${"a".repeat(64)} }]
-    routes: &shared [/ok/, nope]
-  - id: b
-    tokens: [{ sha256: ${"b".repeat(64)} }]
-    routes: *shared
-`;
+// ---------------------------------------------------------------- YAML for data only
+
+const DIGEST_A = "a".repeat(64);
+const CLIENT_A = `  - id: a\n    tokens:\n      - sha256: ${DIGEST_A}\n`;
+const HEAD = "version: 1\nclients:\n";
+
+interface RefusedYamlCase {
+  readonly name: string;
+  readonly text: string;
+  /** The one issue expected. */
+  readonly issue: string;
+}
+
+const DATA_ONLY = "keystore.yaml is data: write each value out in full";
+
+const REFUSED_YAML: readonly RefusedYamlCase[] = [
+  {
+    name: "an anchor",
+    text: `${HEAD}${CLIENT_A}    routes: &shared [/ok/]\n`,
+    issue: `keystore.yaml:6:13: YAML: anchors (&) are not allowed; ${DATA_ONLY}`,
+  },
+  {
+    name: "an anchor on a key",
+    text: `${HEAD}  - &first id: a\n    tokens: []\n`,
+    issue: `keystore.yaml:3:5: YAML: anchors (&) are not allowed; ${DATA_ONLY}`,
+  },
+  {
+    name: "an alias (its anchor is refused first)",
+    text: `${HEAD}${CLIENT_A}    routes: &r [/v1/]\n  - id: b\n    tokens: []\n    routes: *r\n`,
+    issue: `keystore.yaml:6:13: YAML: anchors (&) are not allowed; ${DATA_ONLY}`,
+  },
+  {
+    name: "an alias with no anchor",
+    text: `${HEAD}${CLIENT_A}    name: *nowhere\n`,
+    issue: `keystore.yaml:6:11: YAML: aliases (*) are not allowed; ${DATA_ONLY}`,
+  },
+  {
+    name: "a core tag",
+    text: `${HEAD}${CLIENT_A}    name: !!str 123\n`,
+    issue: `keystore.yaml:6:11: YAML: tags (!) are not allowed; ${DATA_ONLY} (quote a value to keep it a string)`,
+  },
+  {
+    name: "the non-specific tag",
+    text: `${HEAD}${CLIENT_A}    name: ! 123\n`,
+    issue: "keystore.yaml:6:11: YAML: tags (!) are not allowed",
+  },
+  {
+    name: "a custom tag on a list",
+    text: `${HEAD}${CLIENT_A}    models: !set [a]\n`,
+    issue: "keystore.yaml:6:13: YAML: tags (!) are not allowed",
+  },
+  {
+    name: "a merge key",
+    text: `${HEAD}  - id: a\n    tokens: []\n    <<: { name: x }\n`,
+    issue: `keystore.yaml:5:5: clients[0]["<<"]: merge keys (<<) are not allowed: keystore.yaml is data, write each field out in full`,
+  },
+  {
+    name: "a second document",
+    text: `${HEAD}${CLIENT_A}---\n${HEAD}${CLIENT_A}`,
+    issue:
+      "keystore.yaml:7:1: YAML: a second document (after ---) is not allowed: keystore.yaml is one document",
+  },
+];
+
+for (const { name, text, issue } of REFUSED_YAML) {
+  test(`YAML that is not plain data is refused with a located error: ${name}`, (t) => {
+    const issues = issuesOf(() => parseKeystore(text, options()));
+    t.is(issues.length, 1, issues.join("\n"));
+    t.true(issues[0]?.startsWith(issue), issues[0]);
+  });
+}
+
+test("YAML 1.2 core scalars: dates, yes, 1_000 and 0b1 stay strings; 0x1F and 1e3 are numbers", (t) => {
+  const client = (id: string, name: string) =>
+    `  - id: ${id}\n    name: ${name}\n    tokens: [{ sha256: ${createHash("sha256").update(id).digest("hex")} }]\n`;
+  const text = `${HEAD}${client("a", "yes")}${client("b", "1_000")}${client("c", "0b1")}${client("d", "2026-12-01")}`;
+  const names = parseKeystore(text, options()).keystore.clients.map((c) => c.name);
+  t.deepEqual(names, ["yes", "1_000", "0b1", "2026-12-01"]);
+  t.deepEqual(
+    issuesOf(() => parseKeystore(`${HEAD}${client("a", "0x1F")}${client("b", "1e3")}`, options())),
+    [
+      'keystore.yaml:4:11: clients[0].name: must be a string; put it in quotes ("0x1F")',
+      'keystore.yaml:7:11: clients[1].name: must be a string; put it in quotes ("1e3")',
+    ],
+  );
+});
+
+test("a key with nothing after it is reported at the key", (t) => {
+  t.deepEqual(
+    issuesOf(() => parseKeystore(`${HEAD}${CLIENT_A}    name:\n`, options())),
+    ["keystore.yaml:6:5: clients[0].name: is empty; expected a string"],
+  );
+});
+
+test("a flow list closed at its key's indentation is read, with a located warning", (t) => {
+  const loaded = parseKeystore(
+    `${HEAD}${CLIENT_A}    models: [\n      a,\n      b\n    ]\n`,
+    options(),
+  );
+  t.deepEqual(loaded.keystore.clients[0]?.models, ["a", "b"]);
+  t.deepEqual(loaded.warnings.map(formatIssue), ["keystore.yaml:9:5: YAML: deficient indentation"]);
+});
+
+// ---------------------------------------------------------------- positions
+
+const UNSET = "env:UNSET";
+
+interface PlacedCase {
+  readonly name: string;
+  readonly text: string;
+  /** `line:column path` of each warning, top to bottom. */
+  readonly placed: readonly string[];
+}
+
+/** Warnings are placed from a second read of the file; each layout must place them where the value is. */
+const PLACED: readonly PlacedCase[] = [
+  {
+    name: "plain values, own key and default",
+    text: `version: 1\ndefaults:\n  upstream_key: env:UNSET_DEFAULT\nclients:\n  - id: a\n    tokens: [{ sha256: ${DIGEST_A} }]\n  - id: b\n    tokens: [{ sha256: ${"b".repeat(64)} }]\n    upstream_key: ${UNSET}\n`,
+    placed: ["3:17 defaults.upstream_key", "9:19 clients[1].upstream_key"],
+  },
+  {
+    name: "quoted values, and a value on the line after a comment",
+    text: `${HEAD}  - id: a\n    tokens: [{ sha256: ${DIGEST_A} }]\n    upstream_key: "${UNSET}"\n  - id: b\n    tokens: [{ sha256: ${"b".repeat(64)} }]\n    upstream_key: # the value follows\n      '${UNSET}'\n`,
+    placed: ["5:19 clients[0].upstream_key", "9:7 clients[1].upstream_key"],
+  },
+  {
+    name: "flow mappings in a block list, defaults after clients",
+    text: `clients:\n  - { id: a, tokens: [{ sha256: ${DIGEST_A} }], upstream_key: ${UNSET} }\n  - {id: b, tokens: [{sha256: ${"b".repeat(64)}}]}\nversion: 1\ndefaults: { upstream_key: env:UNSET_DEFAULT }\n`,
+    placed: ["2:116 clients[0].upstream_key", "5:27 defaults.upstream_key"],
+  },
+  {
+    name: "CRLF line ends",
+    text: `version: 1\r\nclients:\r\n  - id: a\r\n    tokens: [{ sha256: ${DIGEST_A} }]\r\n    upstream_key: ${UNSET}\r\n`,
+    placed: ["5:19 clients[0].upstream_key"],
+  },
+  {
+    name: "lone CR line ends",
+    text: `version: 1\rclients:\r  - id: a\r    tokens: [{ sha256: ${DIGEST_A} }]\r    upstream_key: ${UNSET}\r`,
+    placed: ["5:19 clients[0].upstream_key"],
+  },
+  {
+    name: "a BOM with the value on the first line",
+    text: `\ufeffclients: [{ id: a, tokens: [{ sha256: ${DIGEST_A} }], upstream_key: ${UNSET} }]\nversion: 1\n`,
+    placed: ["1:122 clients[0].upstream_key"],
+  },
+];
+
+for (const { name, text, placed } of PLACED) {
+  test(`warnings are placed at their value: ${name}`, (t) => {
+    const warnings = parseKeystore(text, options({ env: {} })).warnings;
+    t.deepEqual(
+      warnings.map((w) => `${w.line}:${w.column} ${w.message.split(":")[0]}`),
+      placed,
+    );
+  });
+}
+
+test("a problem in a flow list of pairs is placed at the list", (t) => {
+  const text = `${HEAD}${CLIENT_A}    models: [a: b]\n`;
   t.deepEqual(
     issuesOf(() => parseKeystore(text, options())),
-    [
-      "keystore.yaml:5:28: clients[0].routes[1]: must be a path prefix starting with /",
-      "keystore.yaml:5:28: clients[1].routes[1]: must be a path prefix starting with /",
-    ],
+    ["keystore.yaml:6:13: clients[0].models[0]: must be a string"],
   );
 });
