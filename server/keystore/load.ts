@@ -36,6 +36,7 @@ import { clientName, showableId, upstreamKeyFindings } from "./upstream-key-warn
 
 // The file's bytes become text in one place, shared with the CLI and the sync.
 export type { KeystoreText } from "./read-text.js";
+export { decodeKeystoreText, readKeystoreBytes } from "./read-text.js";
 export { readKeystoreText };
 
 export interface LoadOptions {

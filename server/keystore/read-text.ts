@@ -26,17 +26,33 @@ const UTF8 = new TextDecoder("utf-8", { fatal: true });
  *   column 1) or not UTF-8 (one issue where the first byte that is not UTF-8 is).
  */
 export function readKeystoreText(path: string): KeystoreText {
-  let bytes: Buffer;
+  const bytes = readKeystoreBytes(path);
+  return { text: decodeKeystoreText(bytes, path), sourceSha256: sha256Hex(bytes) };
+}
+
+/**
+ * keystore.yaml's bytes, for a caller that hashes them before it decodes them (the sync
+ * skips bytes it has already seen).
+ * @throws KeystoreError when the file is missing or unreadable: one issue at line 1, column 1.
+ */
+export function readKeystoreBytes(path: string): Buffer {
   try {
-    bytes = readFileSync(path);
+    return readFileSync(path);
   } catch (error) {
     throw new KeystoreError([{ file: path, line: 1, column: 1, message: readFailure(error) }]);
   }
+}
+
+/**
+ * keystore.yaml's bytes as text, `file` naming it in the issue.
+ * @throws KeystoreError when they are not UTF-8: one issue where the first bad byte is.
+ */
+export function decodeKeystoreText(bytes: Buffer, file: string): string {
   try {
-    return { text: UTF8.decode(bytes), sourceSha256: sha256Hex(bytes) };
+    return UTF8.decode(bytes);
   } catch {
     const { line, column } = firstNonUtf8(bytes);
-    throw new KeystoreError([{ file: path, line, column, message: NOT_UTF8_MESSAGE }]);
+    throw new KeystoreError([{ file, line, column, message: NOT_UTF8_MESSAGE }]);
   }
 }
 

@@ -6,8 +6,10 @@ import { fileURLToPath } from "node:url";
 import test from "ava";
 import { ENC_PATTERN, encryptSecret, type MasterKeys } from "../../server/crypto/aes-gcm.js";
 import {
+  decodeKeystoreText,
   type LoadOptions,
   parseKeystore,
+  readKeystoreBytes,
   readKeystoreFile,
   readKeystoreText,
 } from "../../server/keystore/load.js";
@@ -229,9 +231,14 @@ test("duplicate YAML keys are a located syntax error", (t) => {
 
 test("a missing file is one issue at line 1, column 1", (t) => {
   const missing = fixture("does-not-exist.yaml");
+  const expected = [`${missing}:1:1: cannot read the keystore: no such file`];
   t.deepEqual(
     issuesOf(() => loadFixture("does-not-exist.yaml")),
-    [`${missing}:1:1: cannot read the keystore: no such file`],
+    expected,
+  );
+  t.deepEqual(
+    issuesOf(() => readKeystoreBytes(missing)),
+    expected,
   );
 });
 
@@ -285,6 +292,11 @@ for (const { name, bytes, at } of NOT_UTF8_CASES) {
     t.deepEqual(
       issuesOf(() => readKeystoreText(file)),
       expected,
+    );
+    t.deepEqual(
+      issuesOf(() => decodeKeystoreText(Buffer.from(bytes), file)),
+      expected,
+      "bytes read and hashed first decode alike",
     );
     const { file: _ignored, ...rest } = options();
     t.deepEqual(
