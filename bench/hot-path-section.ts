@@ -20,10 +20,10 @@ import { hasValidChecksum } from "../server/crypto/token-format.js";
 import { hashToken } from "../server/crypto/token-hash.js";
 import { encodeCheckResponse } from "../server/grpc/check-response-wire.js";
 import { createCheckService } from "../server/grpc/check-service.js";
+import { lookupCredential } from "../server/grpc/lookup-credential.js";
 import { recordDecision } from "../server/grpc/record-decision.js";
-import { KeystoreManager } from "../server/keystore/keystore-manager.js";
-import { lookupCredential } from "../server/keystore/lookup-credential.js";
-import { KeystoreStore } from "../server/keystore/store.js";
+import { KeystoreManager } from "../server/keystore/reload/keystore-manager.js";
+import { KeystoreStore } from "../server/keystore/store/store.js";
 import { createLogger } from "../server/logger.js";
 import { generateKeystore } from "./keystore-fixture.js";
 import { awaitQuiet } from "./processes.js";
@@ -152,7 +152,7 @@ export async function runHotPathSection(params: HotPathParams): Promise<HotPathS
       ],
       [
         "lookupCredential (checksum, hash, SQLite, upstream key memo)",
-        "server/keystore/lookup-credential.ts lookupCredential",
+        "server/grpc/lookup-credential.ts lookupCredential",
         () => lookupCredential(extraction, manager, manager.upstreamKeys),
       ],
       [
@@ -167,7 +167,7 @@ export async function runHotPathSection(params: HotPathParams): Promise<HotPathS
       ],
       [
         "  of which KeystoreStore.lookup (prepared SQLite SELECT … JOIN)",
-        "server/keystore/store.ts lookup",
+        "server/keystore/store/store.ts lookup",
         () => manager.lookup(digest),
       ],
       ["decide", "server/auth/decide.ts decide", () => decide(decisionInput)],

@@ -58,7 +58,7 @@ export function buildForBench(): BuildStatus {
   return { exitCode: result.status, diagnostics };
 }
 
-/** Imports a module of the private build (e.g. "server/keystore/load.js"), as keygate runs it. */
+/** Imports a module of the private build (e.g. "server/keystore/format/load.js"), as keygate runs it. */
 export async function importBuilt<T>(relative: string): Promise<T> {
   return (await import(pathToFileURL(path.join(BUILD_DIR, relative)).href)) as T;
 }
@@ -116,7 +116,7 @@ function sleep(ms: number): Promise<void> {
 
 /**
  * keygate runs each keystore sync in a worker thread and retires it after 10 s idle
- * (server/keystore/run-reload-worker.ts), giving its heap back; this long after a
+ * (server/keystore/reload/run-reload-worker.ts), giving its heap back; this long after a
  * server's last reload, its memory is the steady state's.
  */
 export const SYNC_WORKER_RETIRED_MS = 12_500;

@@ -16,11 +16,11 @@ import {
   type TlsCredentials,
   TlsFilesError,
 } from "./grpc/tls-credentials.js";
-import { KeystoreManager, type ReloadOutcome } from "./keystore/keystore-manager.js";
-import { watchKeystore } from "./keystore/keystore-watcher.js";
-import { KeystoreStore } from "./keystore/store.js";
-import { formatIssue } from "./keystore/types.js";
-import { UsageRecorder } from "./keystore/usage-recorder.js";
+import { formatIssue } from "./keystore/format/model.js";
+import { KeystoreManager, type ReloadOutcome } from "./keystore/reload/keystore-manager.js";
+import { watchKeystore } from "./keystore/reload/keystore-watcher.js";
+import { KeystoreStore } from "./keystore/store/store.js";
+import { UsageRecorder } from "./keystore/store/usage-recorder.js";
 import type { Logger } from "./logger.js";
 
 export interface RunningKeygate {

@@ -4,7 +4,7 @@
  */
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { KeystoreStatus } from "../keystore/keystore-manager.js";
+import type { KeystoreStatus } from "../keystore/reload/keystore-manager.js";
 import type { Metrics } from "./metrics.js";
 
 export interface AdminServerOptions {

@@ -6,16 +6,11 @@
  */
 import { isProviderKey } from "../crypto/secret-shapes.js";
 import type { DenialReason } from "../errors.js";
-import type { TokenMatch } from "../keystore/types.js";
+import type { TokenMatch } from "../keystore/format/model.js";
+import type { UpstreamKey } from "../keystore/store/upstream-keys.js";
 import type { BodyView, CredentialLocation, Extraction } from "./extract-credential.js";
 import { modelAllowed } from "./model-glob.js";
 import type { Policy } from "./policy.js";
-
-/** A client's upstream key as resolved for this request. */
-export type UpstreamKey =
-  | { readonly kind: "value"; readonly value: string }
-  | { readonly kind: "none" }
-  | { readonly kind: "unavailable" };
 
 /** The keystore's answer for the extracted token. */
 export type Lookup =

@@ -5,7 +5,7 @@
  * plain failure (exit 1, one line), like any other.
  */
 import { parseArgs } from "node:util";
-import { quoted, scrubbed } from "../keystore/shown-text.js";
+import { quoted, scrubbed } from "../shown-text.js";
 
 /** A malformed invocation: printed with the usage text, exit 2. */
 export class UsageError extends Error {}

@@ -9,20 +9,20 @@ import { type Config, loadConfig } from "../config.js";
 import { decryptSecret } from "../crypto/aes-gcm.js";
 import { mintToken } from "../crypto/token-format.js";
 import { hashToken } from "../crypto/token-hash.js";
-import { CLIENT_ID_MESSAGE, isClientId } from "../keystore/client-id.js";
 import {
   DEFAULTS_AAD,
   type EditOptions,
   type EditResult,
   editKeystore,
   KeystoreEditError,
-} from "../keystore/keystore-editor.js";
-import { readKeystoreFile } from "../keystore/load.js";
-import { quoted, shortened } from "../keystore/shown-text.js";
-import { writeStarterKeystore } from "../keystore/starter.js";
-import { KeystoreStore } from "../keystore/store.js";
-import { formatIssue, KeystoreError, type LoadedKeystore } from "../keystore/types.js";
-import { envNameProblem } from "../keystore/upstream-key-rules.js";
+} from "../keystore/edit/keystore-editor.js";
+import { CLIENT_ID_MESSAGE, isClientId } from "../keystore/format/client-id.js";
+import { readKeystoreFile } from "../keystore/format/load.js";
+import { formatIssue, KeystoreError, type LoadedKeystore } from "../keystore/format/model.js";
+import { writeStarterKeystore } from "../keystore/format/starter.js";
+import { envNameProblem } from "../keystore/format/upstream-key-rules.js";
+import { KeystoreStore } from "../keystore/store/store.js";
+import { quoted, shortened } from "../shown-text.js";
 import {
   DetailedError,
   keystorePath,

@@ -6,8 +6,8 @@
  */
 import { ENC_PATTERN } from "../crypto/aes-gcm.js";
 import { digestPrefix } from "../crypto/token-hash.js";
-import { listed } from "../keystore/shown-text.js";
-import type { ClientKind, Keystore } from "../keystore/types.js";
+import type { ClientKind, Keystore } from "../keystore/format/model.js";
+import { listed } from "../shown-text.js";
 import { formatTimestamp } from "./time-args.js";
 
 export interface ClientUsage {

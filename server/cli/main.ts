@@ -7,8 +7,8 @@
 import { ConfigError, loadConfig } from "../config.js";
 import { generateMasterKey } from "../crypto/aes-gcm.js";
 import { hashToken } from "../crypto/token-hash.js";
-import { DEFAULTS_AAD, KeystoreEditError } from "../keystore/keystore-editor.js";
-import { quoted } from "../keystore/shown-text.js";
+import { DEFAULTS_AAD, KeystoreEditError } from "../keystore/edit/keystore-editor.js";
+import { quoted } from "../shown-text.js";
 import { DetailedError, out, parseCommand, stringValue, UsageError } from "./args.js";
 import { keystoreCommand } from "./keystore-commands.js";
 import { readSecretFromStdin } from "./read-stdin.js";

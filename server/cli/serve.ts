@@ -4,7 +4,7 @@
  */
 import { existsSync } from "node:fs";
 import { ConfigError, loadConfig } from "../config.js";
-import { writeStarterKeystore } from "../keystore/starter.js";
+import { writeStarterKeystore } from "../keystore/format/starter.js";
 import { createLogger } from "../logger.js";
 import { StartupError, startKeygate } from "../main.js";
 import { SERVER_NODE_FLAGS } from "../node-flags.js";

@@ -4,7 +4,7 @@
  * keystore.yaml. Pure: `now` is passed in.
  */
 
-import { quoted } from "../keystore/shown-text.js";
+import { quoted } from "../shown-text.js";
 
 const UNIT_MS: Readonly<Record<string, number>> = {
   s: 1000,

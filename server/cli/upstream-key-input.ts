@@ -4,8 +4,8 @@
  * process's memory.
  */
 import { encryptSecret, type MasterKeys } from "../crypto/aes-gcm.js";
-import { quoted } from "../keystore/shown-text.js";
-import { upstreamKeyValueProblem } from "../keystore/upstream-key-rules.js";
+import { upstreamKeyValueProblem } from "../keystore/format/upstream-key-rules.js";
+import { quoted } from "../shown-text.js";
 import { readSecretFromStdin } from "./read-stdin.js";
 
 const NO_MASTER_KEY =

@@ -15,7 +15,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { createSecureContext, type SecureContextOptions } from "node:tls";
 import type { GrpcTlsFiles, ListenAddress } from "../config.js";
-import { type KeystoreWatcher, watchKeystore } from "../keystore/keystore-watcher.js";
+import { type KeystoreWatcher, watchKeystore } from "../keystore/reload/keystore-watcher.js";
 import type { Logger } from "../logger.js";
 import type { ServerTls } from "./grpc-server.js";
 

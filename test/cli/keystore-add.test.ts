@@ -8,7 +8,7 @@ import test from "ava";
 import { decryptSecret, parseMasterKeys } from "../../server/crypto/aes-gcm.js";
 import { hasValidChecksum } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { readKeystoreFile } from "../../server/keystore/load.js";
+import { readKeystoreFile } from "../../server/keystore/format/load.js";
 import { printedToken, workspace } from "./run-keygate.js";
 
 const LOAD = { masterKeys: new Map(), env: {}, requireClients: false } as const;

@@ -24,8 +24,8 @@ import {
   KeystoreDraft,
   KeystoreEditError,
   lockPathFor,
-} from "../../server/keystore/keystore-editor.js";
-import { starterKeystoreText } from "../../server/keystore/starter.js";
+} from "../../server/keystore/edit/keystore-editor.js";
+import { starterKeystoreText } from "../../server/keystore/format/starter.js";
 
 const OPTIONS = { masterKeys: new Map(), env: {}, requireClients: true } as const;
 const DIGEST = "a".repeat(64);

@@ -6,9 +6,9 @@ import { statSync } from "node:fs";
 import test from "ava";
 import { decryptSecret, parseMasterKeys } from "../../server/crypto/aes-gcm.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { DEFAULTS_AAD } from "../../server/keystore/keystore-editor.js";
-import { readKeystoreFile } from "../../server/keystore/load.js";
-import type { KeystoreClient } from "../../server/keystore/types.js";
+import { DEFAULTS_AAD } from "../../server/keystore/edit/keystore-editor.js";
+import { readKeystoreFile } from "../../server/keystore/format/load.js";
+import type { KeystoreClient } from "../../server/keystore/format/model.js";
 import { digestStartingWith, printedToken, type Workspace, workspace } from "./run-keygate.js";
 
 const LOAD = { masterKeys: new Map(), env: {}, requireClients: false } as const;

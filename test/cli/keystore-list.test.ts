@@ -5,8 +5,8 @@
 import test from "ava";
 import type { ListedClient } from "../../server/cli/list-output.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { readKeystoreFile } from "../../server/keystore/load.js";
-import { KeystoreStore } from "../../server/keystore/store.js";
+import { readKeystoreFile } from "../../server/keystore/format/load.js";
+import { KeystoreStore } from "../../server/keystore/store/store.js";
 import { printedToken, type Workspace, workspace } from "./run-keygate.js";
 
 const UPSTREAM_SECRET = "sk-ant-api03-do-not-print-me";

@@ -4,8 +4,8 @@
  */
 import test from "ava";
 import { decryptSecret, generateMasterKey, parseMasterKeys } from "../../server/crypto/aes-gcm.js";
-import { DEFAULTS_AAD } from "../../server/keystore/keystore-editor.js";
-import { readKeystoreFile } from "../../server/keystore/load.js";
+import { DEFAULTS_AAD } from "../../server/keystore/edit/keystore-editor.js";
+import { readKeystoreFile } from "../../server/keystore/format/load.js";
 import { printedToken, type Workspace, workspace } from "./run-keygate.js";
 
 const SECRETS = { alpha: "sk-ant-alpha-key", beta: "sk-ant-beta-key" } as const;

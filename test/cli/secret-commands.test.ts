@@ -6,7 +6,7 @@
 import { spawnSync } from "node:child_process";
 import test from "ava";
 import { decryptSecret, parseMasterKeys } from "../../server/crypto/aes-gcm.js";
-import { DEFAULTS_AAD } from "../../server/keystore/keystore-editor.js";
+import { DEFAULTS_AAD } from "../../server/keystore/edit/keystore-editor.js";
 import { printedToken, runKeygate, workspace } from "./run-keygate.js";
 
 function pythonSha256(token: string): string {

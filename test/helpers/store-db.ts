@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { ExecutionContext } from "ava";
 import Database from "better-sqlite3";
-import { KeystoreStore } from "../../server/keystore/store.js";
+import { KeystoreStore } from "../../server/keystore/store/store.js";
 
 /** A database path in a fresh temporary directory (removed at teardown); `subdir` is not created. */
 export function tempDb(t: ExecutionContext, subdir = ""): string {

@@ -7,8 +7,8 @@ import { chmodSync, existsSync, statSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
 import Database from "better-sqlite3";
-import { parseKeystore } from "../../server/keystore/load.js";
-import { KeystoreStore } from "../../server/keystore/store.js";
+import { parseKeystore } from "../../server/keystore/format/load.js";
+import { KeystoreStore } from "../../server/keystore/store/store.js";
 import { tempDb, writeV2Database } from "../helpers/store-db.js";
 
 const KEYSTORE = `version: 1

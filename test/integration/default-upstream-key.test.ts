@@ -5,7 +5,7 @@
 import test from "ava";
 import { encryptSecret, generateMasterKey, parseMasterKeys } from "../../server/crypto/aes-gcm.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { DEFAULTS_AAD } from "../../server/keystore/types.js";
+import { DEFAULTS_AAD } from "../../server/keystore/format/model.js";
 import { checkRequest } from "../helpers/check-request.js";
 import { denialOf, setHeaders } from "../helpers/grpc-client.js";
 import { startTestKeygate } from "../helpers/keygate-in-process.js";

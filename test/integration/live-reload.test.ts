@@ -31,7 +31,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import test, { type ExecutionContext } from "ava";
 import { digestPrefix, hashToken } from "../../server/crypto/token-hash.js";
-import type { KeystoreStatus } from "../../server/keystore/keystore-manager.js";
+import type { KeystoreStatus } from "../../server/keystore/reload/keystore-manager.js";
 import { checkRequest } from "../helpers/check-request.js";
 import {
   type CheckClient,
@@ -98,7 +98,7 @@ function prefixOf(token: string): string {
 // ------------------------------------------------------------------ how files get saved
 
 /** An editor's save (vim, VS Code, `keygate` itself): write a temp file, rename it over. */
-function renameSave(file: string, text: string): void {
+function renameSave(file: string, text: string | Buffer): void {
   const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   writeFileSync(temp, text, { mode: 0o600 });
   renameSync(temp, file);
@@ -310,15 +310,36 @@ test.serial(
       async (kg) => {
         const good = kg.running.keystore.generationId ?? 0;
         t.true(good > 0);
+        const fixture = (name: string) => readFileSync(path.join(FIXTURES, name));
         const invalidEdits = [
-          { fixture: "invalid-yaml-syntax.yaml", at: "6:1" },
+          {
+            fixture: "invalid-yaml-syntax.yaml",
+            bytes: fixture("invalid-yaml-syntax.yaml"),
+            at: "6:1",
+          },
           // beta lists alpha's digest (upper case): a token may belong to one client only.
-          { fixture: "invalid-duplicate-digest.yaml", at: "10:17" },
+          {
+            fixture: "invalid-duplicate-digest.yaml",
+            bytes: fixture("invalid-duplicate-digest.yaml"),
+            at: "10:17",
+          },
+          // A Latin-1 byte in a comment: `keygate keystore check` refuses the file, so the
+          // server must not serve it either (it used to read the byte as U+FFFD).
+          {
+            fixture: "a comment in Latin-1",
+            bytes: Buffer.concat([
+              Buffer.from("# caf"),
+              Buffer.from([0xe9]),
+              Buffer.from("\n"),
+              Buffer.from(editedKeystore(1)),
+            ]),
+            at: "1:6",
+          },
         ];
         for (const edit of invalidEdits) {
           const failedBefore = await reloadsTotal(kg.adminUrl, "failed");
           const logsBefore = kg.logs.length;
-          renameSave(kg.keystorePath, readFileSync(path.join(FIXTURES, edit.fixture), "utf8"));
+          renameSave(kg.keystorePath, edit.bytes);
           const saved = performance.now();
           const location = `${kg.keystorePath}:${edit.at}: `;
           const latency = await waitFor(`${edit.fixture} reported`, saved, async () => {
@@ -376,7 +397,7 @@ test.serial(
       async (kg) => {
         const generation = (await keystoreStatus(kg.adminUrl)).generation;
         const breakages: ReadonlyArray<readonly [string, () => void, string]> = [
-          ["deleted", () => rmSync(kg.keystorePath), "1:1: file not found"],
+          ["deleted", () => rmSync(kg.keystorePath), "1:1: cannot read the keystore: no such file"],
           [
             "broken in place",
             () => writeInPlace(kg.keystorePath, "version: 1\nclients: [\n"),

@@ -8,7 +8,7 @@ import path from "node:path";
 import test from "ava";
 import Database from "better-sqlite3";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { KeystoreStore } from "../../server/keystore/store.js";
+import { KeystoreStore } from "../../server/keystore/store/store.js";
 import { checkRequest } from "../helpers/check-request.js";
 import { startTestKeygate } from "../helpers/keygate-in-process.js";
 

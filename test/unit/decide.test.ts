@@ -13,7 +13,7 @@ import type { BodyView, Extraction } from "../../server/auth/extract-credential.
 import { resolvePolicy } from "../../server/auth/policy.js";
 import type { Mode } from "../../server/config.js";
 import { isProviderKey } from "../../server/crypto/secret-shapes.js";
-import type { TokenMatch } from "../../server/keystore/types.js";
+import type { TokenMatch } from "../../server/keystore/format/model.js";
 
 const NOW = Date.parse("2026-11-23T12:00:00Z");
 const DIGEST = "a".repeat(64);

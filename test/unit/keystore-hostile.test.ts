@@ -9,9 +9,9 @@ import { createHash } from "node:crypto";
 import test from "ava";
 import fc from "fast-check";
 import { encryptSecret } from "../../server/crypto/aes-gcm.js";
-import { type LoadOptions, parseKeystore } from "../../server/keystore/load.js";
-import { listed } from "../../server/keystore/shown-text.js";
-import { DEFAULTS_AAD, formatIssue, KeystoreError } from "../../server/keystore/types.js";
+import { type LoadOptions, parseKeystore } from "../../server/keystore/format/load.js";
+import { DEFAULTS_AAD, formatIssue, KeystoreError } from "../../server/keystore/format/model.js";
+import { listed } from "../../server/shown-text.js";
 
 const K1 = createHash("sha256").update("keygate test master key k1").digest();
 const MASTER_KEY_TEXT = `k1:${K1.toString("base64")}`;

@@ -12,13 +12,13 @@ import {
   readKeystoreBytes,
   readKeystoreFile,
   readKeystoreText,
-} from "../../server/keystore/load.js";
+} from "../../server/keystore/format/load.js";
 import {
   DEFAULTS_AAD,
   formatIssue,
   type Keystore,
   KeystoreError,
-} from "../../server/keystore/types.js";
+} from "../../server/keystore/format/model.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/keystores/", import.meta.url));
 const SCHEMA_FILE = fileURLToPath(new URL("../../schemas/keystore.schema.json", import.meta.url));

@@ -14,15 +14,15 @@ import test from "ava";
 import Database from "better-sqlite3";
 import fc from "fast-check";
 import { digestPrefix, hashToken } from "../../server/crypto/token-hash.js";
-import { type KeystoreChanges, KeystoreStore } from "../../server/keystore/store.js";
-import { type SyncRequest, syncKeystoreFile } from "../../server/keystore/sync-keystore.js";
 import type {
   ClientKind,
   Keystore,
   KeystoreClient,
   LoadedKeystore,
   TokenMatch,
-} from "../../server/keystore/types.js";
+} from "../../server/keystore/format/model.js";
+import { type SyncRequest, syncKeystoreFile } from "../../server/keystore/reload/sync-keystore.js";
+import { type KeystoreChanges, KeystoreStore } from "../../server/keystore/store/store.js";
 import {
   inspect,
   type OldGeneration,

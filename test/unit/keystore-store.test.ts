@@ -7,9 +7,9 @@ import Database from "better-sqlite3";
 import { encryptSecret } from "../../server/crypto/aes-gcm.js";
 import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { parseKeystore } from "../../server/keystore/load.js";
-import { KeystoreStore } from "../../server/keystore/store.js";
-import type { Keystore, LoadedKeystore } from "../../server/keystore/types.js";
+import { parseKeystore } from "../../server/keystore/format/load.js";
+import type { Keystore, LoadedKeystore } from "../../server/keystore/format/model.js";
+import { KeystoreStore } from "../../server/keystore/store/store.js";
 import { inspect, openStore as openStoreAt, tempDb as tempDbIn } from "../helpers/store-db.js";
 
 const FULL_FIXTURE = fileURLToPath(

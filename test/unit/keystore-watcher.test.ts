@@ -14,7 +14,7 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
-import { watchKeystore } from "../../server/keystore/keystore-watcher.js";
+import { watchKeystore } from "../../server/keystore/reload/keystore-watcher.js";
 import { createLogger } from "../../server/logger.js";
 
 const NO_POLL_MS = 60_000;

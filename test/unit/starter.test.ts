@@ -4,8 +4,8 @@ import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { hasValidChecksum } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { parseKeystore, readKeystoreFile } from "../../server/keystore/load.js";
-import { starterKeystoreText, writeStarterKeystore } from "../../server/keystore/starter.js";
+import { parseKeystore, readKeystoreFile } from "../../server/keystore/format/load.js";
+import { starterKeystoreText, writeStarterKeystore } from "../../server/keystore/format/starter.js";
 
 const ENFORCE = { masterKeys: new Map(), env: {}, requireClients: true } as const;
 const MODELINE = /^# yaml-language-server: \$schema=(\S+)\n/;

@@ -10,8 +10,8 @@ import { encryptSecret } from "../../server/crypto/aes-gcm.js";
 import {
   envNameProblem,
   upstreamKeyValueProblem,
-} from "../../server/keystore/upstream-key-rules.js";
-import { UpstreamKeyResolver } from "../../server/keystore/upstream-keys.js";
+} from "../../server/keystore/format/upstream-key-rules.js";
+import { UpstreamKeyResolver } from "../../server/keystore/store/upstream-keys.js";
 
 const K1 = createHash("sha256").update("keygate test master key k1").digest();
 const MASTER_KEYS = new Map([["k1", K1]]);

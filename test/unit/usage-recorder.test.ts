@@ -1,6 +1,6 @@
 import test from "ava";
-import type { UsageEntry } from "../../server/keystore/store.js";
-import { UsageRecorder } from "../../server/keystore/usage-recorder.js";
+import type { UsageEntry } from "../../server/keystore/store/store.js";
+import { UsageRecorder } from "../../server/keystore/store/usage-recorder.js";
 import { createLogger } from "../../server/logger.js";
 
 function recorder() {

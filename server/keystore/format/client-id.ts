@@ -3,7 +3,7 @@
  * outside a keystore (the CLI's arguments) cannot drift from the schema that checks the
  * file. The schema stays the one place the rule is written.
  */
-import { readSchema } from "../paths.js";
+import { readSchema } from "../../paths.js";
 
 interface ClientIdRule {
   readonly pattern: RegExp;

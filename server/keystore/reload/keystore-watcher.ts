@@ -10,7 +10,7 @@
  */
 import { type FSWatcher, realpathSync, statSync, watch } from "node:fs";
 import path from "node:path";
-import type { Logger } from "../logger.js";
+import type { Logger } from "../../logger.js";
 
 export interface WatcherOptions {
   readonly path: string;

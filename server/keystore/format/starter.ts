@@ -6,9 +6,9 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { mintToken } from "../crypto/token-format.js";
-import { DIGEST_PATTERN, hashToken } from "../crypto/token-hash.js";
-import { PROJECT_ROOT } from "../paths.js";
+import { mintToken } from "../../crypto/token-format.js";
+import { DIGEST_PATTERN, hashToken } from "../../crypto/token-hash.js";
+import { PROJECT_ROOT } from "../../paths.js";
 
 /** The modeline target when the keystore sits at the project root, as in DESIGN §4. */
 const DEFAULT_SCHEMA_REF = "./schemas/keystore.schema.json";

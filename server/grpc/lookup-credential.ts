@@ -7,8 +7,8 @@ import type { Lookup } from "../auth/decide.js";
 import type { Extraction } from "../auth/extract-credential.js";
 import { hasValidChecksum } from "../crypto/token-format.js";
 import { hashToken } from "../crypto/token-hash.js";
-import { DEFAULTS_AAD, type TokenMatch } from "./types.js";
-import type { UpstreamKeyResolver } from "./upstream-keys.js";
+import { DEFAULTS_AAD, type TokenMatch } from "../keystore/format/model.js";
+import type { UpstreamKeyResolver } from "../keystore/store/upstream-keys.js";
 
 export interface DigestIndex {
   lookup(digest: string): TokenMatch | undefined;

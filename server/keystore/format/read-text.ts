@@ -5,8 +5,8 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { KeystoreError } from "./model.js";
 import { positionsIn } from "./read-yaml.js";
-import { KeystoreError } from "./types.js";
 
 /** keystore.yaml's text, decoded, and the SHA-256 of its bytes. */
 export interface KeystoreText {

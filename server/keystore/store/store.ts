@@ -11,7 +11,7 @@
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { DIGEST_PATTERN, digestPrefix } from "../crypto/token-hash.js";
+import { DIGEST_PATTERN, digestPrefix } from "../../crypto/token-hash.js";
 import type {
   ClientKind,
   Generation,
@@ -19,7 +19,7 @@ import type {
   KeystoreClient,
   LoadedKeystore,
   TokenMatch,
-} from "./types.js";
+} from "../format/model.js";
 
 /** What one keystore changed against the state before it: client ids and digest prefixes, never a secret. */
 export interface KeystoreChanges {

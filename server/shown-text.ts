@@ -5,7 +5,7 @@
  * secret becomes <redacted>, a long name is cut short (the message's line and column say
  * where it is), and quoting keeps control characters off the terminal.
  */
-import { looksSecret } from "../crypto/secret-shapes.js";
+import { looksSecret } from "./crypto/secret-shapes.js";
 
 export const REDACTED = "<redacted>";
 /** Names up to this long are shown whole: every field keygate knows is far shorter. */

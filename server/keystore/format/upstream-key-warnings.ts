@@ -5,12 +5,12 @@
  * prints a key, decrypted or sealed.
  */
 import { createHash } from "node:crypto";
-import { decryptSecret, ENC_PREFIX, type MasterKeys } from "../crypto/aes-gcm.js";
-import { looksSecret } from "../crypto/secret-shapes.js";
+import { decryptSecret, ENC_PREFIX, type MasterKeys } from "../../crypto/aes-gcm.js";
+import { looksSecret } from "../../crypto/secret-shapes.js";
+import { quoted, shortened } from "../../shown-text.js";
 import type { LoadOptions } from "./load.js";
+import { DEFAULTS_AAD, type Keystore, type KeystoreClient } from "./model.js";
 import type { Segment } from "./read-yaml.js";
-import { quoted, shortened } from "./shown-text.js";
-import { DEFAULTS_AAD, type Keystore, type KeystoreClient } from "./types.js";
 import { envNameProblem, upstreamKeyValueProblem } from "./upstream-key-rules.js";
 
 /** A problem at a path in the data, before it is given a position. */

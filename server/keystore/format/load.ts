@@ -10,9 +10,18 @@ import { createHash } from "node:crypto";
 import type { ErrorObject } from "ajv";
 import { Ajv } from "ajv";
 import addFormats from "ajv-formats";
-import { ENC_PATTERN, ENC_PREFIX, type MasterKeys } from "../crypto/aes-gcm.js";
-import { digestPrefix } from "../crypto/token-hash.js";
-import { readSchema } from "../paths.js";
+import { ENC_PATTERN, ENC_PREFIX, type MasterKeys } from "../../crypto/aes-gcm.js";
+import { digestPrefix } from "../../crypto/token-hash.js";
+import { readSchema } from "../../paths.js";
+import { quoted, scrubbed, shortened, withoutSecrets } from "../../shown-text.js";
+import {
+  type ClientKind,
+  type Keystore,
+  type KeystoreClient,
+  KeystoreError,
+  type KeystoreIssue,
+  type LoadedKeystore,
+} from "./model.js";
 import { readKeystoreText } from "./read-text.js";
 import {
   indexNodes,
@@ -22,15 +31,6 @@ import {
   type Segment,
   type YamlProblem,
 } from "./read-yaml.js";
-import { quoted, scrubbed, shortened, withoutSecrets } from "./shown-text.js";
-import {
-  type ClientKind,
-  type Keystore,
-  type KeystoreClient,
-  KeystoreError,
-  type KeystoreIssue,
-  type LoadedKeystore,
-} from "./types.js";
 import { envNameProblem } from "./upstream-key-rules.js";
 import { clientName, showableId, upstreamKeyFindings } from "./upstream-key-warnings.js";
 

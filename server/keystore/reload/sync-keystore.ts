@@ -6,11 +6,20 @@
  * after the outcome is reported, so a revocation never waits for it.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import type { MasterKeys } from "../crypto/aes-gcm.js";
-import { type ValidatedKeystore, validateKeystore } from "./load.js";
-import type { KeystoreChanges, KeystoreStore } from "./store.js";
-import { formatIssue, type Generation, KeystoreError, type KeystoreIssue } from "./types.js";
+import type { MasterKeys } from "../../crypto/aes-gcm.js";
+import {
+  decodeKeystoreText,
+  readKeystoreBytes,
+  type ValidatedKeystore,
+  validateKeystore,
+} from "../format/load.js";
+import {
+  formatIssue,
+  type Generation,
+  KeystoreError,
+  type KeystoreIssue,
+} from "../format/model.js";
+import type { KeystoreChanges, KeystoreStore } from "../store/store.js";
 
 export interface SyncRequest {
   readonly path: string;
@@ -70,11 +79,10 @@ export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now
   });
   let bytes: Buffer;
   try {
-    bytes = readFileSync(request.path);
+    bytes = readKeystoreBytes(request.path);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? "error";
-    const message = code === "ENOENT" ? "file not found" : `cannot read file (${code})`;
-    return failed(null, [{ file: request.path, line: 1, column: 1, message }]);
+    if (error instanceof KeystoreError) return failed(null, error.issues);
+    throw error;
   }
   const sourceSha256 = sha256(bytes);
   if (sourceSha256 === request.lastSeenSha256) {
@@ -86,8 +94,9 @@ export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now
   }
   let validated: ValidatedKeystore;
   try {
+    // Decoded as `keygate keystore check` decodes it: the server never serves a file the CLI refuses.
     validated = validateKeystore(
-      bytes.toString("utf8"),
+      decodeKeystoreText(bytes, request.path),
       {
         file: request.path,
         masterKeys: request.masterKeys,

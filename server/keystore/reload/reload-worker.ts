@@ -6,7 +6,7 @@
  * returns its heap to the system.
  */
 import { parentPort } from "node:worker_threads";
-import { type KeystoreChanges, KeystoreStore } from "./store.js";
+import { type KeystoreChanges, KeystoreStore } from "../store/store.js";
 import {
   type SyncOutcome,
   type SyncRequest,

@@ -7,9 +7,14 @@
  * variable, a master key loaded since) is still never sent malformed or from KEYGATE_*.
  */
 
-import type { UpstreamKey } from "../auth/decide.js";
-import { decryptSecret, type MasterKeys } from "../crypto/aes-gcm.js";
-import { envNameProblem, upstreamKeyValueProblem } from "./upstream-key-rules.js";
+import { decryptSecret, type MasterKeys } from "../../crypto/aes-gcm.js";
+import { envNameProblem, upstreamKeyValueProblem } from "../format/upstream-key-rules.js";
+
+/** A client's upstream key as resolved for a request. */
+export type UpstreamKey =
+  | { readonly kind: "value"; readonly value: string }
+  | { readonly kind: "none" }
+  | { readonly kind: "unavailable" };
 
 const UNAVAILABLE: UpstreamKey = { kind: "unavailable" };
 const NONE: UpstreamKey = { kind: "none" };

@@ -4,14 +4,19 @@
  * an edit is invalid or the file disappears. The Check path reads only `generationId`,
  * `lookup` and `upstreamKeys`.
  */
-import type { MasterKeys } from "../crypto/aes-gcm.js";
-import type { Logger } from "../logger.js";
+import type { MasterKeys } from "../../crypto/aes-gcm.js";
+import type { Logger } from "../../logger.js";
+import {
+  formatIssue,
+  type Generation,
+  type KeystoreIssue,
+  type TokenMatch,
+} from "../format/model.js";
+import type { KeystoreStore } from "../store/store.js";
+import { UpstreamKeyResolver } from "../store/upstream-keys.js";
 import type { SyncReport } from "./reload-worker.js";
 import { ReloadWorker, type SyncReply } from "./run-reload-worker.js";
-import type { KeystoreStore } from "./store.js";
 import type { SyncOutcome } from "./sync-keystore.js";
-import { formatIssue, type Generation, type KeystoreIssue, type TokenMatch } from "./types.js";
-import { UpstreamKeyResolver } from "./upstream-keys.js";
 
 export interface KeystoreManagerOptions {
   readonly path: string;

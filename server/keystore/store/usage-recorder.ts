@@ -3,7 +3,7 @@
  * counter; a timer flushes the batch to SQLite in one transaction every few seconds
  * (and once more at shutdown), so usage never costs a Check a disk write.
  */
-import type { Logger } from "../logger.js";
+import type { Logger } from "../../logger.js";
 import type { UsageEntry } from "./store.js";
 
 /** Bounds what a database that stays unwritable can make us hold in memory. */

@@ -2,6 +2,24 @@
  * The keystore's data model, shared by the YAML loader, the SQLite store, the Check
  * path and the CLI. Plain data only: no secrets in clear (tokens are digests, upstream
  * keys are `enc:`/`env:` references).
+ *
+ * The keystore, folder by folder: format/ (this model, the reader and validator in
+ * load.ts, the starter file), edit/ (the CLI's comment-preserving editor), store/ (the
+ * current state in SQLite, usage, upstream-key resolution), reload/ (the watcher, the
+ * sync worker and the manager the Check path reads). Data flows one way: keystore.yaml →
+ * load.ts (one YAML reader, schema, semantic checks) → Keystore (this file) → store.ts
+ * (one transaction per change set) → lookup (one prepared statement per Check).
+ *
+ * Adding a field to a client touches, in order:
+ *   1. schemas/keystore.schema.json: the property, its type and its errorMessage;
+ *   2. this file: KeystoreClient, and TokenMatch if a Check reads it;
+ *   3. format/load.ts: RawClient and toClient;
+ *   4. store/store.ts: ClientRecord, recordOf and toMatch (the record is JSON, so an
+ *      optional field needs no migration);
+ *   5. edit/keystore-editor.ts: CLIENT_FIELD_ORDER, where the editor writes it;
+ *   6. cli/keystore-commands.ts (the `add` flags) and cli/list-output.ts (`list`).
+ * The tests that pin each step: test/unit/keystore-load.test.ts, keystore-store.test.ts,
+ * test/cli/keystore-add.test.ts and keystore-list.test.ts.
  */
 
 export type ClientKind = "client" | "internal";

@@ -45,9 +45,15 @@ import {
   type YAMLMap,
   type YAMLSeq,
 } from "yaml";
-import { ENC_PATTERN, type MasterKeys } from "../crypto/aes-gcm.js";
-import { parseKeystore } from "./load.js";
-import { type ClientKind, DEFAULTS_AAD, KeystoreError, type KeystoreIssue } from "./types.js";
+import { ENC_PATTERN, type MasterKeys } from "../../crypto/aes-gcm.js";
+import { decodeKeystoreText, parseKeystore } from "../format/load.js";
+import {
+  type ClientKind,
+  DEFAULTS_AAD,
+  formatIssue,
+  KeystoreError,
+  type KeystoreIssue,
+} from "../format/model.js";
 
 /**
  * Additional authenticated data of an `enc:` value in `defaults.upstream_key` (a value no
@@ -639,10 +645,10 @@ function statKeystore(file: string): Stats {
 
 function readText(file: string): string {
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(readFileSync(file));
+    return decodeKeystoreText(readFileSync(file), file);
   } catch (error) {
-    if (error instanceof TypeError)
-      throw new KeystoreEditError(`${file} is not valid UTF-8; fix it first`);
+    if (error instanceof KeystoreError)
+      throw new KeystoreEditError(error.issues.map(formatIssue).join("\n"));
     throw error;
   }
 }
