@@ -19,6 +19,7 @@ import {
   type Keystore,
   KeystoreError,
 } from "../../server/keystore/format/model.js";
+import type { SealedKeyChecks } from "../../server/keystore/format/upstream-key-warnings.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/keystores/", import.meta.url));
 const SCHEMA_FILE = fileURLToPath(new URL("../../schemas/keystore.schema.json", import.meta.url));
@@ -563,12 +564,22 @@ test("an enc: default sealed as the shared default (DEFAULTS_AAD) gives no warni
 });
 
 test("enc: outcomes reused from the previous load never outlive a change of master keys", (t) => {
+  // The caller that loads repeatedly (the sync worker) keeps the checks; the loader holds none.
+  const sealedKeyChecks: SealedKeyChecks = {};
   const text = ONE_CLIENT(LIGHTNING_ENC);
-  const otherKey = options({ masterKeys: new Map([["k1", Buffer.alloc(32, 7)]]) });
-  t.deepEqual(parseKeystore(text, options()).warnings, []);
+  const otherKey = options({
+    masterKeys: new Map([["k1", Buffer.alloc(32, 7)]]),
+    sealedKeyChecks,
+  });
+  t.deepEqual(parseKeystore(text, options({ sealedKeyChecks })).warnings, []);
+  t.is(sealedKeyChecks.last?.byValue.size, 1, "the outcome is kept for the next load");
   t.is(parseKeystore(text, otherKey).warnings.length, 1, "same kid, different key");
-  t.is(parseKeystore(text, options({ masterKeys: new Map() })).warnings.length, 1, "no keys");
-  t.deepEqual(parseKeystore(text, options()).warnings, []);
+  t.is(
+    parseKeystore(text, options({ masterKeys: new Map(), sealedKeyChecks })).warnings.length,
+    1,
+    "no keys",
+  );
+  t.deepEqual(parseKeystore(text, options({ sealedKeyChecks })).warnings, []);
 });
 
 test("a resolvable key gives no warning", (t) => {

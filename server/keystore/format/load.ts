@@ -32,7 +32,12 @@ import {
   type YamlProblem,
 } from "./read-yaml.js";
 import { envNameProblem } from "./upstream-key-rules.js";
-import { clientName, showableId, upstreamKeyFindings } from "./upstream-key-warnings.js";
+import {
+  clientName,
+  type SealedKeyChecks,
+  showableId,
+  upstreamKeyFindings,
+} from "./upstream-key-warnings.js";
 
 // The file's bytes become text in one place, shared with the CLI and the sync.
 export type { KeystoreText } from "./read-text.js";
@@ -52,6 +57,8 @@ export interface LoadOptions {
    * name but KEYGATE_*, which is refused always.
    */
   readonly upstreamEnvPrefix?: string | null;
+  /** The previous loads' `enc:` checks, for a caller that loads repeatedly; absent: none kept. */
+  readonly sealedKeyChecks?: SealedKeyChecks;
 }
 
 /** The keystore as the schema guarantees it, before conversion to the model. */

@@ -56,24 +56,25 @@ export function upstreamKeyFindings(keystore: Keystore, options: LoadOptions): F
 }
 
 /**
- * What checking each `enc:` value found, kept from one load to the next: the sync worker
- * stays up while edits keep coming, and a one-line edit to a 100 000-client file would
- * otherwise decrypt every key again (a quarter of the load). An outcome depends only on
- * the value, its binding and the master keys, so it is reused only under the same keys.
- * Holds the last load's values alone, and never a plaintext.
+ * What checking each `enc:` value found, kept from one load to the next by a caller that
+ * loads again and again (the sync worker, while edits keep coming): a one-line edit to a
+ * 100 000-client file would otherwise decrypt every key again (a quarter of the load). An
+ * outcome depends only on the value, its binding and the master keys, so it is reused
+ * only under the same keys. Holds the last load's values alone, and never a plaintext.
  */
-let sealedOutcomes:
-  | { readonly keys: string; readonly byValue: Map<string, string | undefined> }
-  | undefined;
+export interface SealedKeyChecks {
+  last?: { readonly keys: string; readonly byValue: Map<string, string | undefined> };
+}
 
 /** referenceProblem for one load, reusing the previous load's outcomes for `enc:` values. */
 function referenceChecker(
   options: LoadOptions,
 ): (reference: string, binding: string) => string | undefined {
   const keys = masterKeysFingerprint(options.masterKeys);
-  const previous = sealedOutcomes?.keys === keys ? sealedOutcomes.byValue : undefined;
+  const memo = options.sealedKeyChecks ?? {};
+  const previous = memo.last?.keys === keys ? memo.last.byValue : undefined;
   const byValue = new Map<string, string | undefined>();
-  sealedOutcomes = { keys, byValue };
+  memo.last = { keys, byValue };
   return (reference, binding) => {
     // env: values depend on the environment, and cost nothing to check.
     if (!reference.startsWith(ENC_PREFIX)) return referenceProblem(reference, binding, options);

@@ -6,6 +6,7 @@
  * returns its heap to the system.
  */
 import { parentPort } from "node:worker_threads";
+import type { SealedKeyChecks } from "../format/upstream-key-warnings.js";
 import { type KeystoreChanges, KeystoreStore } from "../store/store.js";
 import {
   type SyncOutcome,
@@ -44,6 +45,8 @@ export interface SyncReport {
 const NOTHING_TO_REPORT: SyncReport = { warnings: [], changes: null };
 
 const stores = new Map<string, KeystoreStore>();
+/** The worker loads while edits keep coming: each load reuses the last one's `enc:` checks. */
+const sealedKeyChecks: SealedKeyChecks = {};
 
 function storeFor(dbPath: string): KeystoreStore {
   let store = stores.get(dbPath);
@@ -67,7 +70,12 @@ function post(output: WorkerOutput): void {
 function sync(input: WorkerInput): SyncRun | { readonly error: string } {
   try {
     const masterKeys = new Map(input.masterKeys.map(([kid, key]) => [kid, Buffer.from(key)]));
-    return syncKeystoreFile(storeFor(input.dbPath), { ...input, masterKeys }, new Date(input.now));
+    return syncKeystoreFile(
+      storeFor(input.dbPath),
+      { ...input, masterKeys },
+      new Date(input.now),
+      sealedKeyChecks,
+    );
   } catch (error) {
     dropStore(input.dbPath);
     return { error: (error as Error).message };

@@ -19,6 +19,7 @@ import {
   KeystoreError,
   type KeystoreIssue,
 } from "../format/model.js";
+import type { SealedKeyChecks } from "../format/upstream-key-warnings.js";
 import type { KeystoreChanges, KeystoreStore } from "../store/store.js";
 
 export interface SyncRequest {
@@ -71,7 +72,12 @@ function sha256(bytes: Buffer): string {
  * Never throws for a bad file (that is a "failed" outcome with located issues).
  * @throws Error on SQLite failure.
  */
-export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now: Date): SyncRun {
+export function syncKeystoreFile(
+  store: KeystoreStore,
+  request: SyncRequest,
+  now: Date,
+  sealedKeyChecks?: SealedKeyChecks,
+): SyncRun {
   const failed = (sourceSha256: string | null, issues: readonly KeystoreIssue[]): SyncRun => ({
     outcome: { result: "failed", sourceSha256, issues },
     warnings: NO_WARNINGS,
@@ -103,6 +109,7 @@ export function syncKeystoreFile(store: KeystoreStore, request: SyncRequest, now
         env: request.env,
         requireClients: request.requireClients,
         upstreamEnvPrefix: request.upstreamEnvPrefix,
+        ...(sealedKeyChecks === undefined ? {} : { sealedKeyChecks }),
       },
       sourceSha256,
     );
