@@ -155,6 +155,18 @@ test("an edit that changes nothing does not touch the file", async (t) => {
   t.is(readFileSync(file, "utf8"), VALID.replace("clients:", "clients:   # odd spacing"));
 });
 
+test("an empty defaults: gets the default upstream key instead of a second defaults:", async (t) => {
+  const file = tempKeystore(t, VALID.replace("clients:", "defaults:\nclients:"));
+  const result = await editKeystore(file, OPTIONS, (draft) =>
+    draft.setDefaultUpstreamKey("env:UPSTREAM_KEY"),
+  );
+  t.true(result.written);
+  t.regex(
+    readFileSync(file, "utf8"),
+    /^version: 1\ndefaults:\n {2}upstream_key: env:UPSTREAM_KEY\nclients:/,
+  );
+});
+
 test("a symlinked keystore is refused with a clear message", async (t) => {
   const target = tempKeystore(t);
   const link = path.join(path.dirname(target), "linked.yaml");
