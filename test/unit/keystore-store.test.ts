@@ -9,6 +9,7 @@ import { mintToken } from "../../server/crypto/token-format.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { parseKeystore } from "../../server/keystore/format/load.js";
 import type { Keystore, LoadedKeystore } from "../../server/keystore/format/model.js";
+import { GENERATIONS_KEPT } from "../../server/keystore/store/schema.js";
 import { KeystoreStore } from "../../server/keystore/store/store.js";
 import { inspect, openStore as openStoreAt, tempDb as tempDbIn } from "../helpers/store-db.js";
 
@@ -175,6 +176,28 @@ test("the database holds the current state and a log of every generation", (t) =
     ],
     tokens: [[hashToken("four"), "four", null]],
   });
+});
+
+test("the generations log keeps the newest GENERATIONS_KEPT rows, and ids are never reused", (t) => {
+  const dbPath = tempDb(t);
+  const first = KeystoreStore.open(dbPath);
+  const extra = 3;
+  let last = 0;
+  for (let reload = 0; reload < GENERATIONS_KEPT + extra; reload++) {
+    last = first.apply(keystoreWith(["alpha", `client-${reload % 2}`]), NOW).generation.id;
+  }
+  first.close();
+  const logged = () =>
+    inspect(dbPath, (db) =>
+      db.prepare("SELECT count(*), min(id), max(id) FROM generations").raw().get(),
+    );
+  t.deepEqual(logged(), [GENERATIONS_KEPT, extra + 1, GENERATIONS_KEPT + extra]);
+
+  const reopened = openStore(t, dbPath);
+  t.is(reopened.current()?.id, last);
+  t.is(reopened.lookup(hashToken("alpha"))?.generation, last);
+  t.is(reopened.apply(keystoreWith(["alpha"]), NOW).generation.id, last + 1);
+  t.deepEqual(logged(), [GENERATIONS_KEPT, extra + 2, last + 1]);
 });
 
 test("after a restart the last generation on disk is served", (t) => {

@@ -14,8 +14,8 @@
  *   1. schemas/keystore.schema.json: the property, its type and its errorMessage;
  *   2. this file: KeystoreClient, and TokenMatch if a Check reads it;
  *   3. format/load.ts: RawClient and toClient;
- *   4. store/store.ts: ClientRecord, recordOf and toMatch (the record is JSON, so an
- *      optional field needs no migration);
+ *   4. store/client-record.ts: ClientRecord, recordOf and toMatch (the record is JSON,
+ *      so an optional field needs no migration);
  *   5. edit/keystore-editor.ts: CLIENT_FIELD_ORDER, where the editor writes it;
  *   6. cli/keystore-commands.ts (the `add` flags) and cli/list-output.ts (`list`).
  * The tests that pin each step: test/unit/keystore-load.test.ts, keystore-store.test.ts,

@@ -1,39 +1,31 @@
 /**
  * The keystore in SQLite: the current state of keystore.yaml (clients and token digests)
  * and a log of the generations applied. A valid keystore is applied in one transaction
- * that writes what changed against the stored state, computed here in JS, and appends
- * its generation; that change set is also what the reload logs. A Check's lookup is one
- * synchronous statement, so it sees the state before a transaction or after it, never
- * half of each. After a restart the stored state is the last good keystore, served until
- * the YAML is valid again. Only digests and `enc:`/`env:` references are stored, never a
- * token or key in clear.
+ * that writes what changed against the stored state (change-set.ts), appends its
+ * generation and trims the log to the newest GENERATIONS_KEPT; that change set is also
+ * what the reload logs. A Check's lookup is one synchronous statement, so it sees the
+ * state before a transaction or after it, never half of each. After a restart the stored
+ * state is the last good keystore, served until the YAML is valid again. Only digests and
+ * `enc:`/`env:` references are stored, never a token or key in clear. The file, its
+ * schema and its upgrades are schema.ts's.
  */
-import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs";
-import path from "node:path";
-import Database from "better-sqlite3";
-import { DIGEST_PATTERN, digestPrefix } from "../../crypto/token-hash.js";
-import type {
-  ClientKind,
-  Generation,
-  Keystore,
-  KeystoreClient,
-  LoadedKeystore,
-  TokenMatch,
-} from "../format/model.js";
+import type Database from "better-sqlite3";
+import { DIGEST_PATTERN } from "../../crypto/token-hash.js";
+import type { Generation, Keystore, LoadedKeystore, TokenMatch } from "../format/model.js";
+import {
+  changesOf,
+  diffState,
+  type KeystoreChanges,
+  parseStoredState,
+  STORED_CLIENTS_SQL,
+  STORED_TOKENS_SQL,
+  type StateDiff,
+  type StoredState,
+} from "./change-set.js";
+import { type MatchRow, toMatch } from "./client-record.js";
+import { GENERATIONS_KEPT, openDatabase } from "./schema.js";
 
-/** What one keystore changed against the state before it: client ids and digest prefixes, never a secret. */
-export interface KeystoreChanges {
-  /** In keystore order. */
-  readonly clientsAdded: readonly string[];
-  /** Sorted by id. */
-  readonly clientsRemoved: readonly string[];
-  /** Same id, different name, kind, disabled flag, upstream key reference, routes or models; in keystore order. */
-  readonly clientsChanged: readonly string[];
-  /** Digest prefixes (see digestPrefix) of tokens new in the keystore, in keystore order. */
-  readonly tokensAdded: readonly string[];
-  /** Digest prefixes of tokens gone from the keystore, sorted. */
-  readonly tokensRevoked: readonly string[];
-}
+export type { KeystoreChanges } from "./change-set.js";
 
 /** What apply() did: the generation now served and what it changed. */
 export interface AppliedKeystore {
@@ -56,134 +48,15 @@ export interface UsageEntry {
   readonly count: number;
 }
 
-/** The state tables: a client's record is ClientRecord as JSON (see recordOf). */
-const STATE_TABLES = `
-  CREATE TABLE clients (
-    id TEXT PRIMARY KEY,
-    record TEXT NOT NULL
-  ) STRICT, WITHOUT ROWID;
-  CREATE TABLE tokens (
-    digest TEXT PRIMARY KEY CHECK (length(digest) = 64),
-    client_id TEXT NOT NULL,
-    expires_at INTEGER
-  ) STRICT, WITHOUT ROWID;
-`;
-
-/** The schema a new database gets, recorded as SCHEMA_VERSION in PRAGMA user_version. */
-const SCHEMA = `
-  -- A log: one row per keystore applied. AUTOINCREMENT: ids are never reused, so the
-  -- generation metric only grows.
-  CREATE TABLE generations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source_sha256 TEXT NOT NULL,
-    loaded_at TEXT NOT NULL,
-    client_count INTEGER NOT NULL,
-    default_upstream_key TEXT
-  ) STRICT;
-  ${STATE_TABLES}
-  -- Usage survives reloads and follows the client id.
-  CREATE TABLE client_usage (
-    client_id TEXT PRIMARY KEY,
-    last_used_at INTEGER NOT NULL,
-    use_count INTEGER NOT NULL
-  ) STRICT;
-`;
-const SCHEMA_VERSION = 3;
-
-/**
- * Older schemas, each upgraded straight to the current one, by the SQL condition that
- * picks its newest generation's rows out of its clients and tokens tables (the
- * generations and client_usage tables are unchanged since v1). v1 kept one full copy of
- * every row per generation; v2 kept row versions visible in generations [since, until).
- */
-const NEWEST_ROWS_BY_VERSION: Readonly<Record<number, string>> = {
-  1: "generation = (SELECT max(id) FROM generations)",
-  2: "until IS NULL",
-};
-
-/**
- * SQL that carries an older schema's newest generation over as the current state.
- * Records are built in recordOf's key order, so an unchanged client reads as unchanged
- * at the next apply.
- */
-function upgradeFrom(newestRows: string): string {
-  return `
-  ALTER TABLE tokens RENAME TO old_tokens;
-  ALTER TABLE clients RENAME TO old_clients;
-  ${STATE_TABLES}
-  INSERT INTO clients (id, record)
-    SELECT id, json_object(
-      'name', name,
-      'kind', kind,
-      'disabled', json(CASE disabled WHEN 1 THEN 'true' ELSE 'false' END),
-      'upstreamKey', upstream_key,
-      'routes', json(routes),
-      'models', json(models))
-    FROM old_clients WHERE ${newestRows};
-  INSERT INTO tokens (digest, client_id, expires_at)
-    SELECT digest, client_id, expires_at FROM old_tokens WHERE ${newestRows};
-  -- Children first: with foreign_keys on, dropping a parent checks its children (v1).
-  DROP TABLE old_tokens;
-  DROP TABLE old_clients;
-  `;
-}
-
-/** Writers wait this long for the lock (a CLI reading while the server applies) instead of failing. */
-const BUSY_TIMEOUT_MS = 5000;
 /** Cached lookups per generation: generous for active clients, bounded for memory (~10 MB). */
 const MATCH_CACHE_SIZE = 50_000;
 const REFERENCE_PATTERN = /^(enc|env):/;
-/** Hex SHA-256. */
-const DIGEST_LENGTH = 64;
-/** Owner-only, like keystore.yaml: the database holds every digest and key reference. */
-const DB_FILE_MODE = 0o600;
-
-/** `clients.record`: a client without its id and tokens. */
-interface ClientRecord {
-  readonly name: string | null;
-  readonly kind: ClientKind;
-  readonly disabled: boolean;
-  readonly upstreamKey: string | null;
-  readonly routes: readonly string[] | null;
-  readonly models: readonly string[] | null;
-}
-
-/** The stored state, read once per apply to diff the new keystore against. */
-interface StoredState {
-  /** Record JSON by client id. */
-  readonly clients: Map<string, string>;
-  /** `<client id> <expiry or nothing>` by digest (see tokenValue). */
-  readonly tokens: Map<string, string>;
-}
-
-/** A client's id and record JSON. */
-type ClientRow = readonly [id: string, record: string];
-/** A token's digest, client id and expiry (epoch ms or null). */
-type TokenRow = readonly [digest: string, clientId: string, expiresAt: number | null];
-
-/** The writes from the stored state to a keystore's; see diffState. */
-interface StateDiff {
-  readonly insertClients: readonly ClientRow[];
-  readonly updateClients: readonly ClientRow[];
-  readonly deleteClients: readonly string[];
-  readonly insertTokens: readonly TokenRow[];
-  readonly updateTokens: readonly TokenRow[];
-  readonly deleteTokens: readonly string[];
-}
 
 interface GenerationRow {
   id: number;
   source_sha256: string;
   loaded_at: string;
   client_count: number;
-  default_upstream_key: string | null;
-}
-
-interface MatchRow {
-  client_id: string;
-  expires_at: number | null;
-  record: string;
-  generation: number;
   default_upstream_key: string | null;
 }
 
@@ -219,14 +92,8 @@ export class KeystoreStore {
    * @throws Error when the file cannot be opened or was written by a newer keygate.
    */
   static open(dbPath: string): KeystoreStore {
-    if (dbPath !== ":memory:") {
-      mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
-      restrictToOwner(dbPath);
-    }
-    const db = new Database(dbPath);
+    const db = openDatabase(dbPath);
     try {
-      configure(db);
-      migrate(db);
       return new KeystoreStore(db);
     } catch (error) {
       db.close();
@@ -331,12 +198,33 @@ export class KeystoreStore {
 
   /**
    * Inside the apply transaction: writes what the keystore changed against the stored
-   * state, and the new generation.
+   * state, and the new generation, dropping the log's rows beyond GENERATIONS_KEPT.
    */
   private write(loaded: LoadedKeystore, loadedAt: string): AppliedKeystore {
     const { keystore, sourceSha256 } = loaded;
-    const s = this.statements;
     const diff = diffState(this.readState(), keystore);
+    this.writeRows(diff);
+    const generation = {
+      sourceSha256,
+      loadedAt,
+      clientCount: keystore.clients.length,
+      defaultUpstreamKey: keystore.defaultUpstreamKey,
+    };
+    const { lastInsertRowid } = this.statements.insertGeneration.run(
+      sourceSha256,
+      loadedAt,
+      generation.clientCount,
+      generation.defaultUpstreamKey,
+    );
+    this.statements.pruneGenerations.run();
+    return {
+      generation: { id: Number(lastInsertRowid), ...generation },
+      changes: changesOf(diff),
+    };
+  }
+
+  private writeRows(diff: StateDiff): void {
+    const s = this.statements;
     for (const [id, record] of diff.insertClients) s.insertClient.run(id, record);
     for (const [id, record] of diff.updateClients) s.updateClient.run(record, id);
     for (const id of diff.deleteClients) s.deleteClient.run(id);
@@ -347,47 +235,13 @@ export class KeystoreStore {
       s.updateToken.run(clientId, expiresAt, digest);
     }
     for (const digest of diff.deleteTokens) s.deleteToken.run(digest);
-    const generation = {
-      sourceSha256,
-      loadedAt,
-      clientCount: keystore.clients.length,
-      defaultUpstreamKey: keystore.defaultUpstreamKey,
-    };
-    const { lastInsertRowid } = s.insertGeneration.run(
-      sourceSha256,
-      loadedAt,
-      generation.clientCount,
-      generation.defaultUpstreamKey,
-    );
-    return {
-      generation: { id: Number(lastInsertRowid), ...generation },
-      changes: {
-        clientsAdded: diff.insertClients.map(([id]) => id),
-        clientsRemoved: diff.deleteClients,
-        clientsChanged: diff.updateClients.map(([id]) => id),
-        tokensAdded: diff.insertTokens.map(([digest]) => digestPrefix(digest)),
-        tokensRevoked: diff.deleteTokens.map(digestPrefix),
-      },
-    };
   }
 
-  /**
-   * The stored clients and tokens. One text per table, split here, rather than a row
-   * object each: better-sqlite3 spends about a microsecond per row object, more than
-   * SQLite and the split take together. Tab and newline cannot occur in a client id
-   * (the schema's pattern) or a record (JSON escapes them), and a digest is 64 characters.
-   */
   private readState(): StoredState {
-    const clients = new Map<string, string>();
-    for (const line of lines(this.statements.storedClients.get())) {
-      const tab = line.indexOf("\t");
-      clients.set(line.slice(0, tab), line.slice(tab + 1));
-    }
-    const tokens = new Map<string, string>();
-    for (const line of lines(this.statements.storedTokens.get())) {
-      tokens.set(line.slice(0, DIGEST_LENGTH), line.slice(DIGEST_LENGTH));
-    }
-    return { clients, tokens };
+    return parseStoredState(
+      this.statements.storedClients.get() ?? null,
+      this.statements.storedTokens.get() ?? null,
+    );
   }
 
   private readLatestGeneration(): Generation | undefined {
@@ -396,136 +250,16 @@ export class KeystoreStore {
   }
 }
 
-/**
- * The rows that turn the stored state into `keystore`'s: new and changed clients and
- * tokens in keystore order, removed ones sorted. Consumes `stored`. A client id or digest
- * listed twice lands in an insert list the second time (the first took it out of
- * `stored`), where SQLite refuses it with SQLITE_CONSTRAINT_PRIMARYKEY.
- */
-function diffState(stored: StoredState, keystore: Keystore): StateDiff {
-  const diff = {
-    insertClients: [] as ClientRow[],
-    updateClients: [] as ClientRow[],
-    insertTokens: [] as TokenRow[],
-    updateTokens: [] as TokenRow[],
-  };
-  for (const client of keystore.clients) {
-    const record = recordOf(client);
-    const old = stored.clients.get(client.id);
-    if (old === undefined) diff.insertClients.push([client.id, record]);
-    else {
-      stored.clients.delete(client.id);
-      if (old !== record) diff.updateClients.push([client.id, record]);
-    }
-    for (const { digest, expiresAt } of client.tokens) {
-      const old = stored.tokens.get(digest);
-      const row: TokenRow = [digest, client.id, expiresAt];
-      if (old === undefined) diff.insertTokens.push(row);
-      else {
-        stored.tokens.delete(digest);
-        // Moved to another client or given another expiry: the same token, updated.
-        if (old !== tokenValue(client.id, expiresAt)) diff.updateTokens.push(row);
-      }
-    }
-  }
-  return {
-    ...diff,
-    deleteClients: [...stored.clients.keys()].sort(),
-    deleteTokens: [...stored.tokens.keys()].sort(),
-  };
-}
-
-/** A stored token's client and expiry as readState reads them, for comparison. */
-function tokenValue(clientId: string, expiresAt: number | null): string {
-  return `${clientId} ${expiresAt ?? ""}`;
-}
-
-function lines(text: string | null | undefined): string[] {
-  return text == null ? [] : text.split("\n");
-}
-
-/** The record JSON of a client. Keys in a fixed order, so equal records are equal strings. */
-function recordOf(client: KeystoreClient): string {
-  const record: ClientRecord = {
-    name: client.name,
-    kind: client.kind,
-    disabled: client.disabled,
-    upstreamKey: client.upstreamKey,
-    routes: client.routes,
-    models: client.models,
-  };
-  return JSON.stringify(record);
-}
-
-function toMatch(row: MatchRow): TokenMatch {
-  const record = JSON.parse(row.record) as ClientRecord;
-  const own = record.upstreamKey;
-  return Object.freeze({
-    generation: row.generation,
-    clientId: row.client_id,
-    kind: record.kind,
-    disabled: record.disabled,
-    expiresAt: row.expires_at,
-    upstreamKey: own ?? row.default_upstream_key,
-    upstreamKeyIsDefault: own === null && row.default_upstream_key !== null,
-    routes: record.routes === null ? null : Object.freeze(record.routes),
-    models: record.models === null ? null : Object.freeze(record.models),
-  });
-}
-
-/**
- * Creates the database file owner-only before SQLite does (SQLite would make it 0644 and
- * gives -wal and -shm the main file's mode), and narrows files an older keygate left
- * wider. A file this user does not own is left as it is: that is the owner's choice.
- */
-function restrictToOwner(dbPath: string): void {
-  try {
-    closeSync(openSync(dbPath, "wx", DB_FILE_MODE));
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-  }
-  for (const file of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) {
-    try {
-      const mode = statSync(file).mode;
-      if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== "ENOENT" && code !== "EPERM") throw error;
-    }
-  }
-}
-
-function configure(db: Database.Database): void {
-  // WAL: Checks keep reading while a reload writes. NORMAL is durable against process
-  // crashes in WAL mode; a power cut may lose the newest generation, which the next
-  // start rebuilds from keystore.yaml anyway.
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = NORMAL");
-  db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-  db.pragma("foreign_keys = ON");
-}
-
-/** @throws Error when the database was written by a newer keygate (its schema is unknown here). */
-function migrate(db: Database.Database): void {
-  const version = Number(db.pragma("user_version", { simple: true }));
-  if (version === SCHEMA_VERSION) return;
-  const newestRows = NEWEST_ROWS_BY_VERSION[version];
-  if (version !== 0 && newestRows === undefined) {
-    throw new Error(
-      `database schema version ${version} is newer than this keygate understands (${SCHEMA_VERSION}); upgrade keygate or use another KEYGATE_DB`,
-    );
-  }
-  db.transaction(() => {
-    db.exec(newestRows === undefined ? SCHEMA : upgradeFrom(newestRows));
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
-  }).immediate();
-}
-
 function prepareStatements(db: Database.Database) {
   return {
     insertGeneration: db.prepare<[string, string, number, string | null]>(
       `INSERT INTO generations (source_sha256, loaded_at, client_count, default_upstream_key)
        VALUES (?, ?, ?, ?)`,
+    ),
+    // The newest GENERATIONS_KEPT rows stay; with fewer, the subquery is NULL and none go.
+    pruneGenerations: db.prepare<[]>(
+      `DELETE FROM generations WHERE id < (
+         SELECT id FROM generations ORDER BY id DESC LIMIT 1 OFFSET ${GENERATIONS_KEPT - 1})`,
     ),
     latestGeneration: db.prepare<[], GenerationRow>(
       `SELECT id, source_sha256, loaded_at, client_count, default_upstream_key
@@ -541,17 +275,8 @@ function prepareStatements(db: Database.Database) {
       "UPDATE tokens SET client_id = ?, expires_at = ? WHERE digest = ?",
     ),
     deleteToken: db.prepare<[string]>("DELETE FROM tokens WHERE digest = ?"),
-    storedClients: db
-      .prepare<[], string | null>(
-        "SELECT group_concat(id || char(9) || record, char(10)) FROM clients",
-      )
-      .pluck(),
-    storedTokens: db
-      .prepare<[], string | null>(
-        `SELECT group_concat(digest || client_id || ' ' || ifnull(expires_at, ''), char(10))
-         FROM tokens`,
-      )
-      .pluck(),
+    storedClients: db.prepare<[], string | null>(STORED_CLIENTS_SQL).pluck(),
+    storedTokens: db.prepare<[], string | null>(STORED_TOKENS_SQL).pluck(),
     // Two primary-key seeks (the token, its client) and the newest generation's row, in
     // one statement: the record and the default key come from the same committed state.
     lookup: db.prepare<[string], MatchRow>(
