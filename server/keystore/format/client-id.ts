@@ -1,8 +1,9 @@
 /**
  * The client id rule, read from schemas/keystore.schema.json so that code checking an id
- * outside a keystore (the CLI's arguments) cannot drift from the schema that checks the
- * file. The schema stays the one place the rule is written.
+ * outside a keystore (the CLI's arguments, the loader's messages) cannot drift from the
+ * schema that checks the file. The schema stays the one place the rule is written.
  */
+import { looksSecret } from "../../crypto/secret-shapes.js";
 import { readSchema } from "../../paths.js";
 
 interface ClientIdRule {
@@ -39,4 +40,14 @@ export const CLIENT_ID_MESSAGE = RULE.message;
 /** Whether `id` is a client id the keystore schema accepts. */
 export function isClientId(id: string): boolean {
   return RULE.pattern.test(id);
+}
+
+/** An id a message may print: a well-formed one (so short, with no control characters) not shaped like a secret. */
+export function showableId(id: string): boolean {
+  return isClientId(id) && !looksSecret(id);
+}
+
+/** A client as a message names it: its id, or its place in the list when the id may be a secret. */
+export function clientName(id: string | undefined, index: number): string {
+  return id !== undefined && showableId(id) ? JSON.stringify(id) : `clients[${index}]`;
 }

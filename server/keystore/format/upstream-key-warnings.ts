@@ -6,8 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import { decryptSecret, ENC_PREFIX, type MasterKeys } from "../../crypto/aes-gcm.js";
-import { looksSecret } from "../../crypto/secret-shapes.js";
 import { quoted, shortened } from "../../shown-text.js";
+import { clientName, showableId } from "./client-id.js";
 import type { LoadOptions } from "./load.js";
 import { DEFAULTS_AAD, type Keystore, type KeystoreClient } from "./model.js";
 import type { Segment } from "./read-yaml.js";
@@ -18,9 +18,6 @@ export interface Finding {
   readonly path: readonly Segment[];
   readonly message: string;
 }
-
-/** The schema's client id pattern. */
-const CLIENT_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 /**
  * Upstream keys that will not resolve for a client: the file stays valid (that client
@@ -132,14 +129,4 @@ function envProblem(name: string, options: LoadOptions): string | undefined {
   if (value === undefined) return `${variable} is not set`;
   const problem = upstreamKeyValueProblem(value);
   return problem === undefined ? undefined : `${variable} ${problem}`;
-}
-
-/** A client as a message names it: its id, or its place in the list when the id may be a secret. */
-export function clientName(id: string | undefined, index: number): string {
-  return id !== undefined && showableId(id) ? JSON.stringify(id) : `clients[${index}]`;
-}
-
-/** An id a message may print: a well-formed one (so short, with no control characters) not shaped like a secret. */
-export function showableId(id: string): boolean {
-  return CLIENT_ID.test(id) && !looksSecret(id);
 }
