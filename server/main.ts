@@ -49,6 +49,7 @@ export class StartupError extends Error {}
  * Starts keygate.
  * @throws StartupError when keystore.yaml exists but is invalid and there is no last good generation.
  */
+// biome-ignore lint/complexity/noExcessiveLinesPerFunction: composition, wiring only (issue 10).
 export async function startKeygate(
   config: Config,
   env: NodeJS.ProcessEnv,

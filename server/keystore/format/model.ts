@@ -17,7 +17,7 @@
  *   4. store/client-record.ts: ClientRecord, recordOf and toMatch (the record is JSON,
  *      so an optional field needs no migration);
  *   5. edit/keystore-editor.ts: CLIENT_FIELD_ORDER, where the editor writes it;
- *   6. cli/keystore-commands.ts (the `add` flags) and cli/list-output.ts (`list`).
+ *   6. cli/keystore-client-commands.ts (the `add` flags) and cli/list-output.ts (`list`).
  * The tests that pin each step: test/unit/keystore-load.test.ts, keystore-store.test.ts,
  * test/cli/keystore-add.test.ts and keystore-list.test.ts.
  */
