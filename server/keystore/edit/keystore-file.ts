@@ -22,7 +22,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
-import { readKeystoreText } from "../format/load.js";
+import { decodeKeystoreText, readKeystoreBytes } from "../format/load.js";
 import { formatIssue, KeystoreError } from "../format/model.js";
 import { KeystoreEditError } from "./edit-error.js";
 
@@ -73,7 +73,8 @@ export function statKeystore(file: string): Stats {
  */
 export function readKeystore(file: string): string {
   try {
-    return readKeystoreText(file).text;
+    // Not readKeystoreText: an edit has no use for the file's hash.
+    return decodeKeystoreText(readKeystoreBytes(file), file);
   } catch (error) {
     if (error instanceof KeystoreError)
       throw new KeystoreEditError(error.issues.map(formatIssue).join("\n"));

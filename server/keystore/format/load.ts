@@ -7,7 +7,6 @@
  * one pass. Positions are looked up only when there is something to report.
  * Pure apart from readKeystoreFile, which reads through read-text.ts; never prints a secret.
  */
-import { createHash } from "node:crypto";
 import { Ajv } from "ajv";
 import addFormats from "ajv-formats";
 import type { MasterKeys } from "../../crypto/aes-gcm.js";
@@ -21,7 +20,7 @@ import {
   type KeystoreIssue,
   type LoadedKeystore,
 } from "./model.js";
-import { readKeystoreText } from "./read-text.js";
+import { readKeystoreText, sha256Hex } from "./read-text.js";
 import {
   indexNodes,
   type NodeIndex,
@@ -36,7 +35,7 @@ import { type SealedKeyChecks, upstreamKeyFindings } from "./upstream-key-warnin
 
 // The file's bytes become text in one place, shared with the CLI and the sync.
 export type { KeystoreText } from "./read-text.js";
-export { decodeKeystoreText, readKeystoreBytes } from "./read-text.js";
+export { decodeKeystoreText, readKeystoreBytes, sha256Hex } from "./read-text.js";
 export { readKeystoreText };
 
 export interface LoadOptions {
@@ -182,10 +181,6 @@ export function validateKeystore(
 export function readKeystoreFile(path: string, options: Omit<LoadOptions, "file">): LoadedKeystore {
   const { text, sourceSha256 } = readKeystoreText(path);
   return parseKeystore(text, { ...options, file: path }, sourceSha256);
-}
-
-function sha256Hex(source: string | Buffer): string {
-  return createHash("sha256").update(source).digest("hex");
 }
 
 /** js-yaml's messages may quote the file: a secret pasted in the wrong place must not travel with them. */

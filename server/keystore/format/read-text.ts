@@ -80,6 +80,7 @@ function firstNonUtf8(bytes: Buffer): { line: number; column: number } {
   return positionsIn(lenient.slice(bom))((at === -1 ? lenient.length : at) - bom);
 }
 
-function sha256Hex(bytes: Buffer): string {
+/** The lowercase hex SHA-256 a keystore generation records as its source (of the file's bytes, or of text as UTF-8). */
+export function sha256Hex(bytes: Buffer | string): string {
   return createHash("sha256").update(bytes).digest("hex");
 }

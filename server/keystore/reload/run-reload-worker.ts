@@ -73,9 +73,10 @@ export class ReloadWorker {
       () => this.fail(new Error(`keystore sync did not finish within ${SYNC_TIMEOUT_MS} ms`)),
       SYNC_TIMEOUT_MS,
     );
-    this.pending.set(id, { reply: deferred(), report: deferred(), timer });
+    const pending: Pending = { reply: deferred(), report: deferred(), timer };
+    this.pending.set(id, pending);
     worker.postMessage({ ...input, id } satisfies WorkerInput);
-    return (this.pending.get(id) as Pending).reply.promise;
+    return pending.reply.promise;
   }
 
   /** Stops the worker; pending syncs fail. */

@@ -5,11 +5,11 @@
  * decide the new generation (upstream-key warnings, the change report) is left for
  * after the outcome is reported, so a revocation never waits for it.
  */
-import { createHash } from "node:crypto";
 import type { MasterKeys } from "../../crypto/aes-gcm.js";
 import {
   decodeKeystoreText,
   readKeystoreBytes,
+  sha256Hex,
   type ValidatedKeystore,
   validateKeystore,
 } from "../format/load.js";
@@ -63,10 +63,6 @@ export interface SyncRun {
 
 const NO_WARNINGS = (): readonly string[] => [];
 
-function sha256(bytes: Buffer): string {
-  return createHash("sha256").update(bytes).digest("hex");
-}
-
 /**
  * Syncs keystore.yaml into the store.
  * Never throws for a bad file (that is a "failed" outcome with located issues).
@@ -90,7 +86,7 @@ export function syncKeystoreFile(
     if (error instanceof KeystoreError) return failed(null, error.issues);
     throw error;
   }
-  const sourceSha256 = sha256(bytes);
+  const sourceSha256 = sha256Hex(bytes);
   if (sourceSha256 === request.lastSeenSha256) {
     return {
       outcome: { result: "unchanged", sourceSha256 },
