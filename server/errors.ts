@@ -47,6 +47,12 @@ export const DENIAL_TYPES = {
     message: "Too many requests for this API key; slow down and retry later.",
     when: "too many failed credentials from one source (KEYGATE_THROTTLE_FAILURES), or Envoy's per-client local rate limit (envoy/envoy.yaml)",
   },
+  QUOTA_EXCEEDED: {
+    httpStatus: 429,
+    grpcCode: GrpcStatus.PERMISSION_DENIED,
+    message: "This API key has used its token budget; retry after the budget resets.",
+    when: "the client's `budget` of tokens for the current day or month (UTC) is spent; the request that crossed it completed",
+  },
   KEY_UNAVAILABLE: {
     httpStatus: 503,
     grpcCode: GrpcStatus.PERMISSION_DENIED,
@@ -83,6 +89,7 @@ export const DENIAL_REASONS = {
   credential_unreadable: "BAD_REQUEST",
   body_truncated: "PAYLOAD_TOO_LARGE",
   too_many_failures: "RATE_LIMITED",
+  budget_exhausted: "QUOTA_EXCEEDED",
   key_unavailable: "KEY_UNAVAILABLE",
   keystore_unavailable: "UNAVAILABLE",
 } as const satisfies Record<string, DenialType>;
