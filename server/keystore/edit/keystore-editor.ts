@@ -17,7 +17,7 @@ import {
   type YAMLSeq,
 } from "yaml";
 import { ENC_PATTERN, type MasterKeys } from "../../crypto/aes-gcm.js";
-import { type ClientKind, DEFAULTS_AAD, type KeystoreIssue } from "../format/model.js";
+import { type Budget, type ClientKind, DEFAULTS_AAD, type KeystoreIssue } from "../format/model.js";
 import { KeystoreEditError } from "./edit-error.js";
 import { acquireLock, lockPathFor } from "./edit-lock.js";
 import { readKeystore, replaceKeystore, statKeystore } from "./keystore-file.js";
@@ -39,11 +39,12 @@ const CLIENT_FIELD_ORDER = [
   "models",
   "disabled",
   "kind",
+  "budget",
 ] as const;
 const TOKEN_FIELD_ORDER = ["sha256", "expires"] as const;
 const TOP_FIELD_ORDER = ["version", "defaults", "clients"] as const;
-/** Allow-lists written on one line, as in DESIGN §4's `routes: [/services/]`. */
-const FLOW_FIELDS = ["routes", "models"] as const;
+/** Written on one line, as in DESIGN §4's `routes: [/services/]` and §12's `budget: {tokens: N, per: day}`. */
+const FLOW_FIELDS = ["routes", "models", "budget"] as const;
 
 export interface EditOptions {
   readonly masterKeys: MasterKeys;
@@ -80,6 +81,7 @@ export interface NewClient {
   readonly routes?: readonly string[];
   readonly models?: readonly string[];
   readonly kind?: ClientKind;
+  readonly budget?: Budget;
 }
 
 export interface NewToken {
@@ -214,10 +216,11 @@ export class KeystoreDraft {
       routes: spec.routes && [...spec.routes],
       models: spec.models && [...spec.models],
       kind: spec.kind === "client" ? undefined : spec.kind,
+      budget: spec.budget && { tokens: spec.budget.tokens, per: spec.budget.per },
     });
     for (const key of FLOW_FIELDS) {
-      const list = map.get(key, true);
-      if (isSeq(list)) list.flow = true;
+      const node = map.get(key, true);
+      if (isSeq(node) || isMap(node)) node.flow = true;
     }
     seq.items.push(map);
     this.#markChanged();
@@ -355,6 +358,20 @@ export class ClientDraft {
   setUpstreamKey(value: string): void {
     if (this.upstreamKey === value) return;
     setField(this.#doc, this.#map, "upstream_key", value, CLIENT_FIELD_ORDER);
+    this.#markChanged();
+  }
+
+  /** `budget: {tokens: N, per: P}` on one line, or no `budget` field at all for undefined. */
+  setBudget(budget: Budget | undefined): void {
+    const node = this.#map.get("budget", true);
+    const current = isMap(node) ? (node.toJSON() as Partial<Budget>) : undefined;
+    if (current?.tokens === budget?.tokens && current?.per === budget?.per) return;
+    if (budget === undefined) this.#map.delete("budget");
+    else {
+      setField(this.#doc, this.#map, "budget", { ...budget }, CLIENT_FIELD_ORDER);
+      const written = this.#map.get("budget", true);
+      if (isMap(written)) written.flow = true;
+    }
     this.#markChanged();
   }
 

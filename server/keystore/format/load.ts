@@ -13,6 +13,7 @@ import type { MasterKeys } from "../../crypto/aes-gcm.js";
 import { readSchema } from "../../paths.js";
 import { quoted, scrubbed, shortened, withoutSecrets } from "../../shown-text.js";
 import {
+  type Budget,
   type ClientKind,
   type Keystore,
   type KeystoreClient,
@@ -69,6 +70,7 @@ interface RawClient {
   readonly models?: readonly string[];
   readonly disabled?: boolean;
   readonly kind?: ClientKind;
+  readonly budget?: Budget;
 }
 interface RawKeystore {
   readonly version: 1;
@@ -268,5 +270,8 @@ function toClient(raw: RawClient): KeystoreClient {
     upstreamKey: raw.upstream_key ?? null,
     routes: raw.routes === undefined ? null : [...raw.routes],
     models: raw.models === undefined ? null : [...raw.models],
+    ...(raw.budget === undefined
+      ? {}
+      : { budget: { tokens: raw.budget.tokens, per: raw.budget.per } }),
   };
 }

@@ -16,13 +16,23 @@
  *   3. format/load.ts: RawClient and toClient;
  *   4. store/client-record.ts: ClientRecord, recordOf and toMatch (the record is JSON,
  *      so an optional field needs no migration);
- *   5. edit/keystore-editor.ts: CLIENT_FIELD_ORDER, where the editor writes it;
+ *   5. edit/keystore-editor.ts: CLIENT_FIELD_ORDER, where the editor writes it, and
+ *      NewClient / ClientDraft when a command sets it;
  *   6. cli/keystore-client-commands.ts (the `add` flags) and cli/list-output.ts (`list`).
  * The tests that pin each step: test/unit/keystore-load.test.ts, keystore-store.test.ts,
  * test/cli/keystore-add.test.ts and keystore-list.test.ts.
  */
 
 export type ClientKind = "client" | "internal";
+
+/** A client's token budget: what it may spend per UTC day or UTC month (post-paid). */
+export interface Budget {
+  /** A positive integer: input + output + cache tokens, as the provider reports them. */
+  readonly tokens: number;
+  readonly per: BudgetPeriod;
+}
+
+export type BudgetPeriod = "day" | "month";
 
 /**
  * Additional authenticated data for an `enc:` value in `defaults.upstream_key`. Client
@@ -50,6 +60,8 @@ export interface KeystoreClient {
   readonly routes: readonly string[] | null;
   /** Glob allow-list for the JSON body's `model`; null means every model. */
   readonly models: readonly string[] | null;
+  /** Token budget; absent means none (absent rather than null, so older records and fixtures stay valid). */
+  readonly budget?: Budget;
 }
 
 export interface Keystore {
@@ -114,4 +126,6 @@ export interface TokenMatch {
   readonly upstreamKeyIsDefault: boolean;
   readonly routes: readonly string[] | null;
   readonly models: readonly string[] | null;
+  /** The client's token budget, absent for none; Check compares it with what the window has spent. */
+  readonly budget?: Budget;
 }

@@ -3,7 +3,7 @@
  * as JSON. The one place in store/ that a new client field touches (JSON, so an optional
  * field needs no migration): ClientRecord, recordOf that writes it, toMatch that reads it.
  */
-import type { ClientKind, KeystoreClient, TokenMatch } from "../format/model.js";
+import type { Budget, ClientKind, KeystoreClient, TokenMatch } from "../format/model.js";
 
 /** `clients.record`: a client without its id and tokens. */
 interface ClientRecord {
@@ -13,6 +13,8 @@ interface ClientRecord {
   readonly upstreamKey: string | null;
   readonly routes: readonly string[] | null;
   readonly models: readonly string[] | null;
+  /** Absent when the client has none (and in records written before budgets existed). */
+  readonly budget?: Budget;
 }
 
 /** A row of the store's lookup: the token, its client's record and the newest generation. */
@@ -36,6 +38,8 @@ export function recordOf(client: KeystoreClient): string {
     upstreamKey: client.upstreamKey,
     routes: client.routes,
     models: client.models,
+    // Left out when absent, so the records of clients without a budget stay as they were.
+    ...(client.budget === undefined ? {} : { budget: client.budget }),
   };
   return JSON.stringify(record);
 }
@@ -54,5 +58,6 @@ export function toMatch(row: MatchRow): TokenMatch {
     upstreamKeyIsDefault: own === null && row.default_upstream_key !== null,
     routes: record.routes === null ? null : Object.freeze(record.routes),
     models: record.models === null ? null : Object.freeze(record.models),
+    ...(record.budget === undefined ? {} : { budget: Object.freeze(record.budget) }),
   });
 }
