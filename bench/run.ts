@@ -5,7 +5,8 @@
  * latency, memory), "hot path" (where keygate's per-Check CPU goes), "hostile"
  * (4 MiB hostile bodies: CPU per Check, and normal p99 while one client sends them) and
  * "envoy" (through a real Envoy: no authz vs keygate vs a compiled Go ext_authz peer;
- * needs Go and h2load, skipped with the reason when Go or Envoy is missing).
+ * needs Go and h2load, skipped with the reason when Go or Envoy is missing) and "response"
+ * (through a real Envoy: what the ext_proc response path adds to a streamed completion).
  * Prints a table and writes bench/results/latest.json and latest.md with the machine,
  * parameters, numbers and PASS/FAIL per target. `npm run bench -- --only hostile` (or
  * check, scale, hot-path) runs one section and writes bench/results/<section>.json and
@@ -48,6 +49,12 @@ import {
   type QuietGate,
 } from "./processes.js";
 import { markdownTable, type Target, targetRows, textTable } from "./report.js";
+import {
+  type ResponseParams,
+  type ResponseSectionResult,
+  responseTable,
+  runResponseSection,
+} from "./response-path-section.js";
 import { median, round } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -165,7 +172,28 @@ const ENVOY_PARAMS: EnvoyParams = QUICK
       repetitions: 3,
     };
 
-const SECTIONS = ["check", "scale", "hot-path", "hostile", "envoy"] as const;
+// Streamed completions at a fixed rate: the time to the first streamed byte is the figure.
+const RESPONSE_PARAMS: ResponseParams = QUICK
+  ? {
+      rate: 50,
+      seconds: 2,
+      deltas: 5,
+      deltaIntervalMs: 5,
+      checkRate: 200,
+      warmupRequests: 100,
+      repetitions: 1,
+    }
+  : {
+      rate: 100,
+      seconds: 5,
+      deltas: 5,
+      deltaIntervalMs: 5,
+      checkRate: 200,
+      warmupRequests: 500,
+      repetitions: 3,
+    };
+
+const SECTIONS = ["check", "scale", "hot-path", "hostile", "envoy", "response"] as const;
 type Section = (typeof SECTIONS)[number];
 
 /**
@@ -417,7 +445,7 @@ function envoyMarkdown(envoy: EnvoySectionResult): string {
   const p = envoy.params;
   return `## Through Envoy (issue 9)
 
-Envoy ${envoy.envoyVersion} from the pip wheel, \`--concurrency 1\`, envoy/envoy.yaml rendered for the bench: its ext_authz filter unchanged (gRPC, body packed as bytes, 250 ms timeout) pointing at each authz server in turn, every route answering Envoy's \`direct_response\` 200 (no upstream process), the access log and the per-client rate limit removed (the limit would turn the load into 429s), and a third configuration without ext_authz. keygate runs as \`keygate serve\` with its production Node flags (one client, sealed upstream key); the Go reference is bench/go-authz (${envoy.goVersion}, grpc-go + go-control-plane: the same credential search, SHA-256, map lookup, allow with the upstream key and x-client-id set and authorization removed). Closed-loop load: ${envoy.h2loadVersion} over HTTP/1.1 (\`--h1\`), POST /v1/messages with the 2 KB Messages body and the token in Authorization: Bearer. Closed loop: ${p.closedClients.join(" and ")} clients (one connection each, one request in flight), about ${p.closedSeconds} s per run (a request count sized from the warm-up's rate: h2load 1.52's timed mode never ends over --h1); the targets use ${p.closedClients[0]} clients, because at 1000 the queue in front of the authz server outlasts envoy.yaml's 250 ms ext_authz timeout and answers turn into 503s (the non-2xx column); peak RSS is read over both. Open loop: ${p.openRate} req/s on a fixed schedule for ${p.openSeconds} s from a Node keep-alive HTTP/1.1 client in the bench process (h2load 1.52 ignores --rps over --h1), each latency counted from the request's scheduled send time; the client's own overhead is in every configuration's p50 alike, so compare the added p50s. ${p.warmupRequests} warm-up requests per configuration, then configurations interleaved (none, keygate, Go) × ${p.repetitions}, each run after a wait for a quiet machine; medians. CPU per request: /proc/<pid>/stat utime + stime over the closed-loop run ÷ requests, Envoy and the authz server apart; peak RSS under load: the authz server's VmHWM over the measured runs (reset through /proc/<pid>/clear_refs after the warm-up); at start-up: VmHWM before that reset (start-up, keygate's first keystore sync and the warm-up). h2load runs on the same machine, so the load generator shares its CPUs with Envoy and the authz server.
+Envoy ${envoy.envoyVersion} from the pip wheel, \`--concurrency 1\`, envoy/envoy.yaml rendered for the bench: its ext_authz filter unchanged (gRPC, body packed as bytes, 250 ms timeout) pointing at each authz server in turn, every route answering Envoy's \`direct_response\` 200 (no upstream process), the access log, the per-client rate limit (it would turn the load into 429s) and the response path's ext_proc filter (the "response" section measures it) removed, and a third configuration without ext_authz. keygate runs as \`keygate serve\` with its production Node flags (one client, sealed upstream key); the Go reference is bench/go-authz (${envoy.goVersion}, grpc-go + go-control-plane: the same credential search, SHA-256, map lookup, allow with the upstream key and x-client-id set and authorization removed). Closed-loop load: ${envoy.h2loadVersion} over HTTP/1.1 (\`--h1\`), POST /v1/messages with the 2 KB Messages body and the token in Authorization: Bearer. Closed loop: ${p.closedClients.join(" and ")} clients (one connection each, one request in flight), about ${p.closedSeconds} s per run (a request count sized from the warm-up's rate: h2load 1.52's timed mode never ends over --h1); the targets use ${p.closedClients[0]} clients, because at 1000 the queue in front of the authz server outlasts envoy.yaml's 250 ms ext_authz timeout and answers turn into 503s (the non-2xx column); peak RSS is read over both. Open loop: ${p.openRate} req/s on a fixed schedule for ${p.openSeconds} s from a Node keep-alive HTTP/1.1 client in the bench process (h2load 1.52 ignores --rps over --h1), each latency counted from the request's scheduled send time; the client's own overhead is in every configuration's p50 alike, so compare the added p50s. ${p.warmupRequests} warm-up requests per configuration, then configurations interleaved (none, keygate, Go) × ${p.repetitions}, each run after a wait for a quiet machine; medians. CPU per request: /proc/<pid>/stat utime + stime over the closed-loop run ÷ requests, Envoy and the authz server apart; peak RSS under load: the authz server's VmHWM over the measured runs (reset through /proc/<pid>/clear_refs after the warm-up); at start-up: VmHWM before that reset (start-up, keygate's first keystore sync and the warm-up). h2load runs on the same machine, so the load generator shares its CPUs with Envoy and the authz server.
 
 ${markdownTable(envoyTable(envoy))}
 `;
@@ -439,6 +467,7 @@ interface Results {
   hotPath?: HotPathSectionResult;
   hostile?: HostileSectionResult;
   envoy?: EnvoySectionResult;
+  response?: ResponseSectionResult;
   targets: readonly Target[];
   quietGate: QuietGate;
   loadAverageAtEnd: number[];
@@ -476,8 +505,21 @@ ${markdownTable(hotPathTable(hotPath))}
 `;
 }
 
+function responseMarkdown(response: ResponseSectionResult): string {
+  if (response.skipped !== null) {
+    return `## Response path (issue 11)\n\nSkipped: ${response.skipped}.\n`;
+  }
+  const p = response.params;
+  return `## Response path (issue 11)
+
+Envoy ${response.envoyVersion} from the pip wheel running envoy/envoy.yaml (the access log and the per-client rate limit removed) in front of a provider stub in the bench process that streams an Anthropic Messages completion as Server-Sent Events: message_start at once, ${p.deltas} content deltas ${p.deltaIntervalMs} ms apart, message_delta with the usage, message_stop. Two configurations interleaved × ${p.repetitions}: ext_authz alone (the ext_proc filter removed) and ext_authz + ext_proc as shipped, both against the same \`keygate serve\` (one client with a sealed upstream key). ${p.rate} streamed requests/s on a fixed schedule for ${p.seconds} s over keep-alive HTTP/1.1, each time counted from its scheduled send; meanwhile ${p.checkRate} Checks/s go straight to keygate's gRPC port (one HTTP/2 connection) and their latency is the "direct Check" column. keygate's CPU from /proc over each run ÷ streamed responses (so it includes each response's own Check through Envoy and the side Checks, alike in both configurations: the difference is the response path's cost). ${p.warmupRequests} warm-up requests per configuration; medians of the runs. Usage tokens keygate counted over the section (keygate_usage_tokens_total): ${response.usageTokensRecorded ?? "n/a"}.
+
+${markdownTable(responseTable(response))}
+`;
+}
+
 function markdownReport(results: Results, jsonName: string): string {
-  const { check, scale, hotPath, hostile, envoy, machine: m } = results;
+  const { check, scale, hotPath, hostile, envoy, response, machine: m } = results;
   const revocationNote = scale?.sizes.some((size) => size.revocation.mechanism === "sighup")
     ? "\n**Revocation was measured from SIGHUP**: saving the file alone did not revoke the token within the watch window, so no file watcher was active in the server that ran. The figures are SIGHUP → first denial, not save → first denial.\n"
     : "";
@@ -487,6 +529,7 @@ function markdownReport(results: Results, jsonName: string): string {
     hotPath ? hotPathMarkdown(hotPath) : "",
     hostile ? hostileMarkdown(hostile) : "",
     envoy ? envoyMarkdown(envoy) : "",
+    response ? responseMarkdown(response) : "",
   ].filter((text) => text !== "");
   return `# keygate benchmark results
 
@@ -526,6 +569,7 @@ async function main(): Promise<void> {
   let hotPath: HotPathSectionResult | undefined;
   let hostile: HostileSectionResult | undefined;
   let envoy: EnvoySectionResult | undefined;
+  let response: ResponseSectionResult | undefined;
   if (runs("check")) {
     log("\n== check: keygate vs floor ==");
     check = await runCheckSection(CHECK_PARAMS, log);
@@ -547,12 +591,18 @@ async function main(): Promise<void> {
     envoy = await runEnvoySection(ENVOY_PARAMS, log);
     if (envoy.skipped !== null) log(`envoy section skipped: ${envoy.skipped}`);
   }
+  if (runs("response")) {
+    log("\n== response path: ext_authz alone vs ext_authz + ext_proc ==");
+    response = await runResponseSection(RESPONSE_PARAMS, log);
+    if (response.skipped !== null) log(`response section skipped: ${response.skipped}`);
+  }
 
   const targets = [
     ...(check?.targets ?? []),
     ...(scale?.targets ?? []),
     ...(hostile?.targets ?? []),
     ...(envoy?.targets ?? []),
+    ...(response?.targets ?? []),
   ];
   const runtimeSeconds = round((performance.now() - started) / 1000, 1);
   const results = {
@@ -570,6 +620,7 @@ async function main(): Promise<void> {
       ...(hotPath ? { hotPath: HOT_PATH_PARAMS } : {}),
       ...(hostile ? { hostile: HOSTILE_PARAMS } : {}),
       ...(envoy ? { envoy: ENVOY_PARAMS } : {}),
+      ...(response ? { response: RESPONSE_PARAMS } : {}),
       quietGate: QUIET_GATE,
     },
     targets,
@@ -578,6 +629,7 @@ async function main(): Promise<void> {
     hotPath,
     hostile,
     envoy,
+    response,
   };
   // A one-section run leaves the full run's latest.* alone.
   const name = only ?? "latest";
@@ -594,6 +646,7 @@ async function main(): Promise<void> {
     log(`\n${textTable(hostilePhaseTable(hostile))}`);
   }
   if (envoy && envoy.skipped === null) log(`\n${textTable(envoyTable(envoy))}`);
+  if (response && response.skipped === null) log(`\n${textTable(responseTable(response))}`);
   log(`\n${textTable(targetRows(targets))}`);
   log(
     `\n${targets.filter((t) => t.pass).length}/${targets.length} targets pass; ${runtimeSeconds} s; wrote bench/results/${name}.json and ${name}.md`,

@@ -1,0 +1,512 @@
+/**
+ * The "response" section (issue 11): what keygate's response path (ext_proc, after
+ * ext_authz in envoy/envoy.yaml) costs a streamed completion. A real Envoy from the pip
+ * wheel runs the shipped envoy.yaml in front of a provider stub that streams an Anthropic
+ * Messages response as Server-Sent Events (message_start at once, then deltas a few
+ * milliseconds apart, message_delta with the usage, message_stop), in two configurations
+ * interleaved: ext_authz alone (the ext_proc filter removed) and ext_authz + ext_proc as
+ * shipped. Measured from outside: the time to the first streamed byte and to the last, at
+ * a fixed request rate; keygate's CPU per streamed response (/proc); and the p99 of
+ * Checks sent straight to keygate's gRPC port at a fixed rate meanwhile, so that usage
+ * accounting is seen not to slow a Check.
+ */
+import http from "node:http";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { parseDocument } from "yaml";
+import { findEnvoy } from "../scripts/find-envoy.mjs";
+import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
+import { type EnvoyProcess, startEnvoy } from "../test/helpers/envoy.js";
+import { CHECK_PATH, grpcFrame } from "./grpc-h2-client.js";
+import { generateKeystore } from "./keystore-fixture.js";
+import { processCpuTicks } from "./machine-load.js";
+import { awaitQuiet, clockTicks, metricValue, startKeygateChild } from "./processes.js";
+import { type Target, target } from "./report.js";
+import { median, quantile, round } from "./stats.js";
+import { BENCH_MODEL, encodeCheck } from "./workload.js";
+
+export interface ResponseParams {
+  /** Streamed requests per second through Envoy, on a fixed schedule. */
+  readonly rate: number;
+  readonly seconds: number;
+  /** Content deltas per streamed response, and the provider's pause between them. */
+  readonly deltas: number;
+  readonly deltaIntervalMs: number;
+  /** Checks per second sent straight to keygate meanwhile. */
+  readonly checkRate: number;
+  readonly warmupRequests: number;
+  readonly repetitions: number;
+}
+
+export const RESPONSE_CONFIGURATIONS = ["ext_authz only", "ext_authz + ext_proc"] as const;
+export type ResponseConfiguration = (typeof RESPONSE_CONFIGURATIONS)[number];
+
+export interface ResponseRun {
+  readonly configuration: ResponseConfiguration;
+  readonly requests: number;
+  readonly complete: number;
+  readonly firstByteP50Ms: number | null;
+  readonly firstByteP99Ms: number | null;
+  readonly lastByteP50Ms: number | null;
+  readonly keygateCpuUsPerResponse: number | null;
+  readonly checkP50Ms: number | null;
+  readonly checkP99Ms: number | null;
+}
+
+export interface ResponseConfigurationResult {
+  readonly configuration: ResponseConfiguration;
+  readonly firstByteP50Ms: number | null;
+  readonly firstByteP99Ms: number | null;
+  readonly lastByteP50Ms: number | null;
+  readonly keygateCpuUsPerResponse: number | null;
+  readonly checkP99Ms: number | null;
+  readonly incomplete: number;
+}
+
+export interface ResponseSectionResult {
+  readonly skipped: string | null;
+  readonly params: ResponseParams;
+  readonly envoyVersion: string;
+  readonly configurations: readonly ResponseConfigurationResult[];
+  readonly runs: readonly ResponseRun[];
+  /** keygate_usage_tokens_total summed over its series after the runs: usage was recorded. */
+  readonly usageTokensRecorded: number | null;
+  readonly targets: readonly Target[];
+}
+
+const REQUEST_PATH = "/v1/messages";
+const EXT_PROC_FILTER = "envoy.filters.http.ext_proc";
+const HCM = ["static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config"];
+/** The whole streamed response must arrive, or the run counts it as incomplete. */
+const MESSAGE_STOP = "event: message_stop";
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function sse(event: string, data: unknown): string {
+  return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+/**
+ * A provider stub streaming one Anthropic Messages completion per request: the usage in
+ * message_start (input, cache) and message_delta (output), like the real API.
+ */
+async function startStreamingProvider(
+  params: ResponseParams,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((request, response) => {
+    request.resume();
+    request.once("end", async () => {
+      response.writeHead(200, {
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+        "request-id": "req_bench",
+      });
+      response.write(
+        sse("message_start", {
+          type: "message_start",
+          message: {
+            id: "msg_bench",
+            type: "message",
+            role: "assistant",
+            model: BENCH_MODEL,
+            content: [],
+            usage: { input_tokens: 25, output_tokens: 1, cache_read_input_tokens: 0 },
+          },
+        }),
+      );
+      for (let index = 0; index < params.deltas; index++) {
+        await sleep(params.deltaIntervalMs);
+        response.write(
+          sse("content_block_delta", {
+            type: "content_block_delta",
+            index: 0,
+            delta: { type: "text_delta", text: `word${index} ` },
+          }),
+        );
+      }
+      response.write(
+        sse("message_delta", {
+          type: "message_delta",
+          delta: { stop_reason: "end_turn" },
+          usage: { output_tokens: params.deltas },
+        }),
+      );
+      response.end(sse("message_stop", { type: "message_stop" }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** envoy.yaml as shipped, minus the access log and rate limit, optionally minus ext_proc. */
+function responseConfig(keygatePort: number, upstreamPort: number, extProc: boolean): string {
+  const rendered = renderEnvoyConfig({
+    listenPort: 0,
+    adminPort: 0,
+    keygatePort,
+    upstreamPort,
+  });
+  const doc = parseDocument(rendered);
+  doc.deleteIn([...HCM, "access_log"]);
+  const filters = (doc.getIn([...HCM, "http_filters"]) as { toJSON(): { name: string }[] })
+    .toJSON()
+    .map((filter) => filter.name);
+  if (!filters.includes(EXT_PROC_FILTER)) {
+    throw new Error(`envoy/envoy.yaml has no ${EXT_PROC_FILTER} filter to measure`);
+  }
+  for (let index = filters.length - 1; index >= 0; index--) {
+    const name = filters[index];
+    if (name === "envoy.filters.http.local_ratelimit" || (!extProc && name === EXT_PROC_FILTER)) {
+      doc.deleteIn([...HCM, "http_filters", index]);
+    }
+  }
+  return doc.toString({ lineWidth: 0 });
+}
+
+interface StreamTiming {
+  readonly firstByteMs: number;
+  readonly lastByteMs: number;
+  readonly complete: boolean;
+}
+
+/** One streamed completion through Envoy; times counted from `due`, its scheduled send time. */
+function streamOnce(
+  url: URL,
+  agent: http.Agent,
+  authorization: string,
+  body: Buffer,
+  due: number,
+): Promise<StreamTiming | null> {
+  return new Promise((resolve) => {
+    const request = http.request(
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        path: REQUEST_PATH,
+        method: "POST",
+        headers: {
+          authorization,
+          "content-type": "application/json",
+          "content-length": body.length,
+        },
+      },
+      (response) => {
+        let firstByteMs = -1;
+        let text = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => {
+          if (firstByteMs < 0) firstByteMs = performance.now() - due;
+          text += chunk;
+        });
+        response.once("end", () => {
+          if (response.statusCode !== 200 || firstByteMs < 0) return resolve(null);
+          resolve({
+            firstByteMs,
+            lastByteMs: performance.now() - due,
+            complete: text.includes(MESSAGE_STOP),
+          });
+        });
+      },
+    );
+    request.once("error", () => resolve(null));
+    request.end(body);
+  });
+}
+
+/** Checks straight to keygate at `rate` per second until `stop()`; latencies in ms. */
+async function checkSideLoad(
+  grpcPort: number,
+  token: string,
+  rate: number,
+): Promise<{ stop(): Promise<number[]> }> {
+  const session = http2.connect(`http://127.0.0.1:${grpcPort}`);
+  session.on("error", () => undefined);
+  const framed = grpcFrame(encodeCheck(token, "bench-side"));
+  const latencies: number[] = [];
+  const pending = new Set<Promise<void>>();
+  let running = true;
+  const one = () => {
+    const started = performance.now();
+    const done = new Promise<void>((resolve) => {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": CHECK_PATH,
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      stream.on("error", () => resolve());
+      stream.resume();
+      stream.once("close", () => {
+        latencies.push(performance.now() - started);
+        resolve();
+      });
+      stream.end(framed);
+    });
+    pending.add(done);
+    done.then(() => pending.delete(done));
+  };
+  const loop = (async () => {
+    const started = performance.now();
+    for (let index = 0; running; index++) {
+      const wait = started + (index * 1000) / rate - performance.now();
+      if (wait > 0) await sleep(wait);
+      if (running) one();
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      await Promise.all(pending);
+      session.close();
+      return latencies.sort((a, b) => a - b);
+    },
+  };
+}
+
+function p(sorted: readonly number[], q: number): number | null {
+  return sorted.length === 0 ? null : round(quantile(sorted, q), 3);
+}
+
+/** Fixed-rate streamed requests through one Envoy, with the Check side load meanwhile. */
+async function measureRun(
+  configuration: ResponseConfiguration,
+  envoy: EnvoyProcess,
+  keygate: { pid: number; grpcPort: number },
+  token: string,
+  body: Buffer,
+  params: ResponseParams,
+  requests: number,
+): Promise<ResponseRun> {
+  const url = new URL(envoy.url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  const side = await checkSideLoad(keygate.grpcPort, token, params.checkRate);
+  const before = processCpuTicks(keygate.pid);
+  const started = performance.now();
+  const sends: Promise<StreamTiming | null>[] = [];
+  for (let index = 0; index < requests; index++) {
+    const due = started + (index * 1000) / params.rate;
+    const wait = due - performance.now();
+    if (wait > 1) await sleep(wait);
+    sends.push(streamOnce(url, agent, `Bearer ${token}`, body, due));
+  }
+  const timings = await Promise.all(sends);
+  const after = processCpuTicks(keygate.pid);
+  const checks = await side.stop();
+  agent.destroy();
+  const done = timings.filter((timing): timing is StreamTiming => timing?.complete === true);
+  const first = done.map((timing) => timing.firstByteMs).sort((a, b) => a - b);
+  const last = done.map((timing) => timing.lastByteMs).sort((a, b) => a - b);
+  const cpuUs =
+    before === null || after === null || done.length === 0
+      ? null
+      : round((((after - before) / clockTicks()) * 1e6) / done.length, 1);
+  return {
+    configuration,
+    requests,
+    complete: done.length,
+    firstByteP50Ms: p(first, 0.5),
+    firstByteP99Ms: p(first, 0.99),
+    lastByteP50Ms: p(last, 0.5),
+    keygateCpuUsPerResponse: cpuUs,
+    checkP50Ms: p(checks, 0.5),
+    checkP99Ms: p(checks, 0.99),
+  };
+}
+
+function skipped(params: ResponseParams, why: string): ResponseSectionResult {
+  return {
+    skipped: why,
+    params,
+    envoyVersion: "",
+    configurations: [],
+    runs: [],
+    usageTokensRecorded: null,
+    targets: [],
+  };
+}
+
+function medianOf(
+  runs: readonly ResponseRun[],
+  pick: (run: ResponseRun) => number | null,
+): number | null {
+  const values = runs.map(pick).filter((value): value is number => value !== null);
+  return values.length === 0 ? null : round(median(values), 3);
+}
+
+function summarise(runs: readonly ResponseRun[]): ResponseConfigurationResult[] {
+  return RESPONSE_CONFIGURATIONS.map((configuration) => {
+    const mine = runs.filter((run) => run.configuration === configuration);
+    return {
+      configuration,
+      firstByteP50Ms: medianOf(mine, (run) => run.firstByteP50Ms),
+      firstByteP99Ms: medianOf(mine, (run) => run.firstByteP99Ms),
+      lastByteP50Ms: medianOf(mine, (run) => run.lastByteP50Ms),
+      keygateCpuUsPerResponse: medianOf(mine, (run) => run.keygateCpuUsPerResponse),
+      checkP99Ms: medianOf(mine, (run) => run.checkP99Ms),
+      incomplete: mine.reduce((sum, run) => sum + run.requests - run.complete, 0),
+    };
+  });
+}
+
+function responseTargets(configurations: readonly ResponseConfigurationResult[]): Target[] {
+  const [off, on] = configurations;
+  if (off === undefined || on === undefined) return [];
+  const added =
+    off.firstByteP50Ms === null || on.firstByteP50Ms === null
+      ? null
+      : round(on.firstByteP50Ms - off.firstByteP50Ms, 3);
+  const checkRatio =
+    off.checkP99Ms === null || on.checkP99Ms === null || off.checkP99Ms === 0
+      ? null
+      : round(on.checkP99Ms / off.checkP99Ms, 3);
+  return [
+    target("response path: added time to first streamed byte, p50", added, "<=", 1, "ms"),
+    target(
+      "response path: Check p99 with ext_proc and usage accounting / without",
+      checkRatio,
+      "<=",
+      1.25,
+      "x",
+    ),
+    target(
+      "response path: streamed responses that did not arrive whole",
+      on.incomplete + off.incomplete,
+      "<=",
+      0,
+      "responses",
+    ),
+  ];
+}
+
+function messagesStreamBody(): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      model: BENCH_MODEL,
+      max_tokens: 256,
+      stream: true,
+      messages: [{ role: "user", content: "Write one short sentence." }],
+    }),
+  );
+}
+
+async function usageTokensRecorded(adminPort: number): Promise<number | null> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  let total: number | null = null;
+  for (const match of text.matchAll(/^keygate_usage_tokens_total\{[^}]*\} ([0-9.e+]+)$/gm)) {
+    total = (total ?? 0) + Number(match[1]);
+  }
+  return total ?? (await metricValue(adminPort, "keygate_usage_tokens_total"));
+}
+
+export async function runResponseSection(
+  params: ResponseParams,
+  log: (line: string) => void,
+): Promise<ResponseSectionResult> {
+  const envoyBin = findEnvoy();
+  if (envoyBin === undefined) return skipped(params, "Envoy not found (npm run install-envoy)");
+  const fixture = generateKeystore(1, "response");
+  const client = fixture.clients[0];
+  if (client === undefined) throw new Error("keystore fixture without a client");
+  const provider = await startStreamingProvider(params);
+  const keygate = await startKeygateChild({
+    keystorePath: fixture.keystorePath,
+    dbPath: fixture.dbPath,
+    masterKey: fixture.masterKeySpec,
+    logLevel: "warn",
+  });
+  const envoys = new Map<ResponseConfiguration, EnvoyProcess>();
+  const runs: ResponseRun[] = [];
+  const body = messagesStreamBody();
+  try {
+    for (const configuration of RESPONSE_CONFIGURATIONS) {
+      const config = responseConfig(
+        keygate.grpcPort,
+        provider.port,
+        configuration === "ext_authz + ext_proc",
+      );
+      envoys.set(configuration, await startEnvoy({ config, envoyBin }));
+    }
+    const envoyVersion =
+      (await envoys.get(RESPONSE_CONFIGURATIONS[0])?.admin("/server_info"))?.match(
+        /"version": "([^"]+)"/,
+      )?.[1] ?? "unknown";
+    for (const [configuration, envoy] of envoys) {
+      log(`response: warm-up ${configuration}`);
+      await measureRun(
+        configuration,
+        envoy,
+        keygate,
+        client.token,
+        body,
+        params,
+        params.warmupRequests,
+      );
+    }
+    const requests = Math.round(params.rate * params.seconds);
+    for (let repetition = 0; repetition < params.repetitions; repetition++) {
+      for (const configuration of RESPONSE_CONFIGURATIONS) {
+        const envoy = envoys.get(configuration);
+        if (envoy === undefined) continue;
+        await awaitQuiet();
+        const run = await measureRun(
+          configuration,
+          envoy,
+          keygate,
+          client.token,
+          body,
+          params,
+          requests,
+        );
+        log(
+          `response: ${configuration} #${repetition + 1}: first byte p50 ${run.firstByteP50Ms} ms, ` +
+            `keygate ${run.keygateCpuUsPerResponse} µs/response, Check p99 ${run.checkP99Ms} ms`,
+        );
+        runs.push(run);
+      }
+    }
+    const configurations = summarise(runs);
+    return {
+      skipped: null,
+      params,
+      envoyVersion,
+      configurations,
+      runs,
+      usageTokensRecorded: await usageTokensRecorded(keygate.adminPort),
+      targets: responseTargets(configurations),
+    };
+  } finally {
+    for (const envoy of envoys.values()) await envoy.stop();
+    await keygate.stop();
+    await provider.close();
+  }
+}
+
+export function responseTable(result: ResponseSectionResult): string[][] {
+  return [
+    [
+      "configuration",
+      "first streamed byte p50 ms",
+      "first byte p99 ms",
+      "last byte p50 ms",
+      "keygate CPU µs per streamed response (its Check and the side Checks included)",
+      "direct Check p99 ms meanwhile",
+      "incomplete",
+    ],
+    ...result.configurations.map((c) => [
+      c.configuration,
+      String(c.firstByteP50Ms ?? "n/a"),
+      String(c.firstByteP99Ms ?? "n/a"),
+      String(c.lastByteP50Ms ?? "n/a"),
+      String(c.keygateCpuUsPerResponse ?? "n/a"),
+      String(c.checkP99Ms ?? "n/a"),
+      String(c.incomplete),
+    ]),
+  ];
+}
