@@ -9,12 +9,15 @@
  *   - the answer as one framed message and the grpc-status trailer, or a trailers-only
  *     error. Handlers get and return protobuf bytes (check-attributes.ts,
  *     check-response-wire.ts). Nothing a peer sends can throw out of here.
+ * One bidirectional-streaming method, ext_proc's Process (response path, issue 11), runs
+ * through grpc-stream.ts when a `process` handler is given.
  */
 import http2 from "node:http2";
 import type { Socket } from "node:net";
 import type { SecureContextOptions } from "node:tls";
 import type { ListenAddress } from "../config.js";
 import { GrpcError, GrpcStatus } from "./grpc-status.js";
+import { runStreamingCall, type StreamHandler } from "./grpc-stream.js";
 import {
   AUTHORIZATION_SERVICE,
   createHealthService,
@@ -24,6 +27,8 @@ import {
 import { GRPC_PREFIX_BYTES, WireError } from "./protobuf-wire.js";
 
 export const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
+/** Envoy's ext_proc method (envoy/service/ext_proc/v3/external_processor.proto). */
+export const PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
 
 /** A unary method: the request message's bytes in, the framed response out. */
 export type UnaryHandler = (message: Buffer) => Buffer | Promise<Buffer>;
@@ -47,6 +52,11 @@ export interface GrpcServerOptions {
   readonly ready?: () => boolean;
   /** TLS or mutual TLS; plaintext when absent. */
   readonly tls?: ServerTls;
+  /**
+   * ext_proc's bidirectional Process method (server/extproc/process-service.ts); the
+   * method answers UNIMPLEMENTED when absent. Each message is capped by maxReceiveBytes.
+   */
+  readonly process?: StreamHandler;
 }
 
 export interface RunningGrpcServer {
@@ -254,6 +264,8 @@ function streamRouter(
           if (!stream.destroyed && !stream.closed) runUnary(stream, handler, message);
         }),
       );
+    } else if (path === PROCESS_PATH && options.process !== undefined) {
+      runStreamingCall(stream, options.process, options.maxReceiveBytes, statusOf);
     } else if (path === HEALTH_WATCH_PATH) {
       readMessage(stream, options.maxReceiveBytes, (message) => watch(stream, message));
     } else {

@@ -58,6 +58,14 @@ export class WireReader {
     throw new WireError("varint longer than 10 bytes");
   }
 
+  /** A double (FIXED64) field. */
+  double(): number {
+    if (this.end - this.pos < 8) throw new WireError("truncated fixed-width field");
+    const value = this.buf.readDoubleLE(this.pos);
+    this.pos += 8;
+    return value;
+  }
+
   /** Reads a length-delimited field's length and checks it fits; the value starts at `pos`. */
   private length(): number {
     const length = this.varint();
