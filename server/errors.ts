@@ -96,6 +96,43 @@ export const DENIAL_REASONS = {
 
 export type DenialReason = keyof typeof DENIAL_REASONS;
 
+/**
+ * Failures of the provider behind Apollo, answered in keygate's place on the response path
+ * (server/extproc/) for requests where keygate swapped in a held upstream key. They are
+ * not keygate denials: the caller's own credential was accepted, the key keygate holds for
+ * it failed, so they never reuse UNAUTHORIZED or RATE_LIMITED (keygate's own throttle).
+ * Same body shape (schemas/denial.schema.json), plus `provider_request_id`.
+ */
+export interface ProviderErrorTypeSpec {
+  /** HTTP status the client gets instead of the provider's. */
+  readonly httpStatus: number;
+  readonly message: string;
+  readonly when: string;
+}
+
+export const PROVIDER_ERROR_TYPES = {
+  AUTH_ERROR: {
+    // 502, not 401: the caller's credential is fine, the gateway's upstream one is not,
+    // and a 401 would send clients to rotate a key that works.
+    httpStatus: 502,
+    message: "The provider rejected the upstream key held for this client.",
+    when: "the provider answered 401 or 403 to a request sent with the client's held key",
+  },
+  RATE_LIMIT: {
+    httpStatus: 429,
+    message: "The provider is rate limiting the upstream key held for this client; retry later.",
+    when: "the provider answered 429 (not a billing error); `retry_after` (seconds) from its retry-after or rate-limit reset headers, also sent as retry-after",
+  },
+  BILLING: {
+    // 402, not 429: SDKs retry 429s, and no retry helps until someone pays.
+    httpStatus: 402,
+    message: "The provider refused the upstream key held for this client for billing reasons.",
+    when: "the provider reported no credit or quota: Anthropic billing_error or a too-low credit balance, OpenAI insufficient_quota or a spend limit, or a 402",
+  },
+} as const satisfies Record<string, ProviderErrorTypeSpec>;
+
+export type ProviderErrorType = keyof typeof PROVIDER_ERROR_TYPES;
+
 /** The type a reason is reported as. */
 export function denialTypeOf(reason: DenialReason): DenialType {
   return DENIAL_REASONS[reason];

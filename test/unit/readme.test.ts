@@ -1,13 +1,13 @@
 /**
  * The README's error and configuration tables are kept in step with the code: the error
- * table must list exactly the catalogue's types with their status, gRPC code, message
- * and when-text, and the configuration table exactly the variables the config schema knows.
+ * tables must list exactly the catalogues' types (denials, provider errors) with their
+ * status, gRPC code (denials), message and when-text, and the configuration table exactly the variables the config schema knows.
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
 import { USAGE } from "../../server/cli/usage.js";
-import { DENIAL_TYPES } from "../../server/errors.js";
+import { DENIAL_TYPES, PROVIDER_ERROR_TYPES } from "../../server/errors.js";
 import { PROJECT_ROOT, readSchema } from "../../server/paths.js";
 
 const readme = readFileSync(path.join(PROJECT_ROOT, "README.md"), "utf8");
@@ -40,6 +40,16 @@ test("the README's error table is the catalogue", (t) => {
     spec.when,
   ]);
   t.deepEqual(tableAfter("## Errors"), expected);
+});
+
+test("the README's provider error table is the provider error catalogue", (t) => {
+  const expected = Object.entries(PROVIDER_ERROR_TYPES).map(([type, spec]) => [
+    type,
+    String(spec.httpStatus),
+    spec.message,
+    spec.when,
+  ]);
+  t.deepEqual(tableAfter("### Provider errors"), expected);
 });
 
 test("the README's configuration table lists exactly the known variables", (t) => {
