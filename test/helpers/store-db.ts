@@ -141,7 +141,7 @@ function clientValues(row: OldClientRow, position: number) {
 
 function createOld(
   dbPath: string,
-  version: 1 | 2,
+  version: 1 | 2 | 3,
   schema: string,
   write: (db: Database.Database) => void,
 ) {
@@ -238,5 +238,45 @@ export function writeV2Database(dbPath: string, generations: readonly OldGenerat
       }
       visible = next;
     }
+  });
+}
+
+/** The v3 schema (current state tables, no token usage), frozen here on purpose. */
+const V3_SCHEMA = `${GENERATIONS_AND_USAGE}
+  CREATE TABLE clients (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE tokens (
+    digest TEXT PRIMARY KEY CHECK (length(digest) = 64),
+    client_id TEXT NOT NULL,
+    expires_at INTEGER
+  ) STRICT, WITHOUT ROWID;
+`;
+
+/**
+ * A v3 database as a v3 server leaves it: one generation holding the clients given as
+ * [id, token digest], and their last use ([client id, last use, count]).
+ */
+export function writeV3Database(
+  dbPath: string,
+  clients: readonly (readonly [string, string])[],
+  usage: readonly (readonly [string, number, number])[] = [],
+): void {
+  createOld(dbPath, 3, V3_SCHEMA, (db) => {
+    addGeneration(db, { defaultUpstreamKey: null, clients: [], tokens: [] });
+    const record = JSON.stringify({
+      name: null,
+      kind: "client",
+      disabled: false,
+      upstreamKey: null,
+      routes: null,
+      models: null,
+    });
+    for (const [id, digest] of clients) {
+      db.prepare("INSERT INTO clients VALUES (?, ?)").run(id, record);
+      db.prepare("INSERT INTO tokens VALUES (?, ?, NULL)").run(digest, id);
+    }
+    for (const row of usage) db.prepare("INSERT INTO client_usage VALUES (?, ?, ?)").run(...row);
   });
 }

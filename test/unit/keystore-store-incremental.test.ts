@@ -582,9 +582,16 @@ for (const [version, write] of [
         generations: db.prepare("SELECT id FROM generations").pluck().all(),
       })),
       {
-        version: 3,
+        version: 4,
         journal: "wal",
-        tables: ["client_usage", "clients", "generations", "sqlite_sequence", "tokens"],
+        tables: [
+          "client_usage",
+          "clients",
+          "generations",
+          "sqlite_sequence",
+          "token_usage",
+          "tokens",
+        ],
         clientColumns: ["id", "record"],
         tokenColumns: ["digest", "client_id", "expires_at"],
         generations: [2, 3],

@@ -27,6 +27,26 @@ const STATE_TABLES = `
   ) STRICT, WITHOUT ROWID;
 `;
 
+/**
+ * Provider-reported tokens per client, model and UTC day (`YYYY-MM-DD`), written in
+ * batches by the usage ledger (server/usage/). A day row is exact for day and month
+ * budget windows, and the table stays small: clients × models × days. Keyed client
+ * first, so one client's totals since a day are a range scan.
+ */
+const TOKEN_USAGE_TABLE = `
+  CREATE TABLE token_usage (
+    client_id TEXT NOT NULL,
+    day TEXT NOT NULL CHECK (day GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]'),
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    PRIMARY KEY (client_id, day, model)
+  ) STRICT, WITHOUT ROWID;
+`;
+
 /** The schema a new database gets, recorded as SCHEMA_VERSION in PRAGMA user_version. */
 const SCHEMA = `
   -- A log: one row per keystore applied, the newest GENERATIONS_KEPT kept. AUTOINCREMENT:
@@ -45,14 +65,16 @@ const SCHEMA = `
     last_used_at INTEGER NOT NULL,
     use_count INTEGER NOT NULL
   ) STRICT;
+  ${TOKEN_USAGE_TABLE}
 `;
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /**
  * Older schemas, each upgraded straight to the current one, by the SQL condition that
  * picks its newest generation's rows out of its clients and tokens tables (the
  * generations and client_usage tables are unchanged since v1). v1 kept one full copy of
  * every row per generation; v2 kept row versions visible in generations [since, until).
+ * v3 has the current state tables and lacks only token_usage.
  */
 const NEWEST_ROWS_BY_VERSION: Readonly<Record<number, string>> = {
   1: "generation = (SELECT max(id) FROM generations)",
@@ -148,14 +170,22 @@ function configure(db: Database.Database): void {
 function migrate(db: Database.Database): void {
   const version = Number(db.pragma("user_version", { simple: true }));
   if (version === SCHEMA_VERSION) return;
-  const newestRows = NEWEST_ROWS_BY_VERSION[version];
-  if (version !== 0 && newestRows === undefined) {
+  const upgrade = upgradeSql(version);
+  if (upgrade === undefined) {
     throw new Error(
       `database schema version ${version} is newer than this keygate understands (${SCHEMA_VERSION}); upgrade keygate or use another KEYGATE_DB`,
     );
   }
   db.transaction(() => {
-    db.exec(newestRows === undefined ? SCHEMA : upgradeFrom(newestRows));
+    db.exec(upgrade);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
+}
+
+/** The SQL that takes a database at `version` (0: new) to the current schema, if known. */
+function upgradeSql(version: number): string | undefined {
+  if (version === 0) return SCHEMA;
+  if (version === 3) return TOKEN_USAGE_TABLE;
+  const newestRows = NEWEST_ROWS_BY_VERSION[version];
+  return newestRows === undefined ? undefined : upgradeFrom(newestRows) + TOKEN_USAGE_TABLE;
 }
