@@ -24,6 +24,8 @@ export interface DenialBody {
   readonly type: DenialType;
   readonly message: string;
   readonly request_id: string;
+  /** Seconds until a retry may succeed (a spent budget's reset); also the retry-after header. */
+  readonly retry_after?: number;
 }
 
 type HeaderValueOption = {
@@ -112,12 +114,15 @@ function buildDeny(
   const headers = [setHeader("content-type", "application/json")];
   if (spec.httpStatus === 401)
     headers.push(setHeader("www-authenticate", 'Bearer realm="keygate"'));
+  const body: DenialBody = denialBody(type, context.requestId);
+  const { retryAfter } = decision;
+  if (retryAfter !== undefined) headers.push(setHeader("retry-after", String(retryAfter)));
   return {
     status: { code: spec.grpcCode, message: type },
     denied_response: {
       status: { code: spec.httpStatus },
       headers,
-      body: JSON.stringify(denialBody(type, context.requestId)),
+      body: JSON.stringify(retryAfter === undefined ? body : { ...body, retry_after: retryAfter }),
     },
     dynamic_metadata: metadata({
       client_id: decision.clientId,

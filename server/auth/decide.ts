@@ -6,8 +6,10 @@
  */
 import { isProviderKey } from "../crypto/secret-shapes.js";
 import type { DenialReason } from "../errors.js";
-import type { TokenMatch } from "../keystore/format/model.js";
+import type { Budget, TokenMatch } from "../keystore/format/model.js";
 import type { UpstreamKey } from "../keystore/store/upstream-keys.js";
+import { secondsUntil } from "../usage/budget-window.js";
+import { windowResetAt } from "../usage/usage-day.js";
 import type { BodyView, CredentialLocation, Extraction } from "./extract-credential.js";
 import { modelAllowed } from "./model-glob.js";
 import type { Policy } from "./policy.js";
@@ -36,6 +38,11 @@ export interface DecisionInput {
   readonly lookup: Lookup;
   /** Epoch milliseconds. */
   readonly now: number;
+  /**
+   * Tokens the client has spent in its budget's current window (budget-counters.ts: a
+   * read from memory). Absent: nothing is counted, so no budget is ever spent.
+   */
+  readonly spent?: (clientId: string, budget: Budget, now: number) => number;
 }
 
 export type AuthMode = "known" | "internal" | "byo" | "anonymous";
@@ -55,7 +62,13 @@ export type Decision =
       /** In dry-run, the denial enforce would have sent. */
       readonly wouldDeny: DenialReason | null;
     }
-  | { readonly outcome: "deny"; readonly reason: DenialReason; readonly clientId: string | null };
+  | {
+      readonly outcome: "deny";
+      readonly reason: DenialReason;
+      readonly clientId: string | null;
+      /** Seconds until the refusal ends (a spent budget's window reset); sent as `retry-after`. */
+      readonly retryAfter?: number;
+    };
 
 /** A pass without an authenticated client: no key set, nothing forwarded until guardPass says so. */
 const NO_CLIENT = {
@@ -96,6 +109,18 @@ function checkModel(body: BodyView, models: readonly string[] | null): ModelChec
   return modelAllowed(models, body.model.value) ? "allowed" : "forbidden";
 }
 
+/**
+ * The refusal for a client whose budget is spent, or null. Post-paid: `spent` counts the
+ * responses already seen, so the request that crosses the budget was let through.
+ */
+function budgetExhausted(input: DecisionInput, match: TokenMatch): Decision | null {
+  const { budget } = match;
+  if (budget === undefined || input.spent === undefined) return null;
+  if (input.spent(match.clientId, budget, input.now) < budget.tokens) return null;
+  const retryAfter = secondsUntil(windowResetAt(budget.per, input.now), input.now);
+  return { outcome: "deny", reason: "budget_exhausted", clientId: match.clientId, retryAfter };
+}
+
 /** The enforce decision for a token found in the keystore. */
 function decideKnown(input: DecisionInput, lookup: Extract<Lookup, { kind: "found" }>): Decision {
   const { match, upstreamKey } = lookup;
@@ -114,6 +139,8 @@ function decideKnown(input: DecisionInput, lookup: Extract<Lookup, { kind: "foun
     case "allowed":
       break;
   }
+  const exhausted = budgetExhausted(input, match);
+  if (exhausted !== null) return exhausted;
   // Literals rather than spreads of a shared base: this runs on every allowed Check.
   if (match.kind === "internal")
     return {
@@ -188,10 +215,18 @@ function guardPass(decision: Decision, extraction: Extraction): Decision {
   return forward.length === 0 ? decision : { ...decision, forward };
 }
 
-/** Dry-run: enforce's allow as it is; what enforce would deny passes, with the reason kept. */
+/**
+ * Dry-run: enforce's allow as it is; what enforce would deny passes, with the reason kept.
+ * A spent budget passes as the client it is (its key swapped): the credential is good, and
+ * an operator trying budgets out must not cut the client off its provider key.
+ */
 function dryRun(input: DecisionInput): Decision {
   const enforced = decideStrict(input, false);
   if (enforced.outcome === "allow") return enforced;
+  if (enforced.reason === "budget_exhausted") {
+    const unmetered = decideStrict({ ...input, spent: undefined }, false);
+    if (unmetered.outcome === "allow") return { ...unmetered, wouldDeny: "budget_exhausted" };
+  }
   return { outcome: "allow", authMode: "anonymous", ...NO_CLIENT, wouldDeny: enforced.reason };
 }
 

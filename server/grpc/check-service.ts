@@ -16,6 +16,7 @@ import type { Mode } from "../config.js";
 import type { KeystoreManager } from "../keystore/reload/keystore-manager.js";
 import type { UsageRecorder } from "../keystore/store/usage-recorder.js";
 import type { Logger } from "../logger.js";
+import type { BudgetCounters } from "../usage/budget-counters.js";
 import { encodeCheckResponse } from "./check-response-wire.js";
 import type { UnaryHandler } from "./grpc-server.js";
 import { lookupCredential } from "./lookup-credential.js";
@@ -30,6 +31,8 @@ export interface CheckServiceDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly usage?: UsageRecorder;
+  /** What each budgeted client has spent (read from memory); absent: budgets are not enforced. */
+  readonly budgets?: Pick<BudgetCounters, "spent">;
   /** Brute-force throttling; absent when it is off. */
   readonly throttle?: ThrottleGuard | null;
   readonly now?: () => number;
@@ -47,6 +50,7 @@ const THROTTLED = { kind: "throttled" } as const;
 /** Builds the Authorization/Check handler. */
 export function createCheckService(deps: CheckServiceDeps): UnaryHandler {
   const now = deps.now ?? Date.now;
+  const spent = deps.budgets?.spent.bind(deps.budgets);
 
   /** Every phase after reading the body; never throws. */
   function respond(attributes: CheckAttributes, body: BodyView, started: bigint): CheckResponse {
@@ -68,6 +72,7 @@ export function createCheckService(deps: CheckServiceDeps): UnaryHandler {
         extraction,
         lookup,
         now: at,
+        spent,
       });
       const response = buildResponse(decision, deps.responseOptions, context);
       if (decision.outcome === "allow" && decision.clientId !== null)
