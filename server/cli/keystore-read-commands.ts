@@ -7,6 +7,8 @@ import { type Config, loadConfig } from "../config.js";
 import { readKeystoreFile } from "../keystore/format/load.js";
 import { formatIssue, KeystoreError, type LoadedKeystore } from "../keystore/format/model.js";
 import { KeystoreStore } from "../keystore/store/store.js";
+import { utcDay, utcMonthStart } from "../usage/usage-day.js";
+import { type RecentTokens, TokenUsageTable } from "../usage/usage-table.js";
 import { DetailedError, keystorePath, note, out, parseCommand } from "./args.js";
 import { KEYSTORE_OPTION } from "./keystore-command-shared.js";
 import { type ClientUsage, listClients, renderJson, renderTable } from "./list-output.js";
@@ -49,11 +51,14 @@ export async function list(args: readonly string[], env: NodeJS.ProcessEnv): Pro
   const loaded = readValidKeystore(path, config, env);
   const now = Date.now();
   const usage = readUsage(config.dbPath);
-  const clients = listClients(loaded.keystore, usage, now);
+  const tokens = readRecentTokens(config.dbPath, now);
+  const clients = listClients(loaded.keystore, { lastUse: usage, tokens }, now);
   if (parsed.values.json === true) {
     out(renderJson(path, usage === undefined ? null : config.dbPath, clients));
   } else {
-    if (usage === undefined) note(`no database at ${config.dbPath}: last use not shown`);
+    if (usage === undefined) {
+      note(`no database at ${config.dbPath}: last use and token usage not shown`);
+    }
     out(renderTable(clients));
   }
   return 0;
@@ -89,5 +94,25 @@ function readUsage(dbPath: string): Map<string, ClientUsage> | undefined {
     return undefined;
   } finally {
     store?.close();
+  }
+}
+
+/**
+ * Each client's tokens today and this month, read-only; undefined when there is no
+ * database, and empty when it predates token usage (nobody has used any).
+ */
+function readRecentTokens(dbPath: string, now: number): Map<string, RecentTokens> | undefined {
+  try {
+    const table = TokenUsageTable.openForReading(dbPath);
+    if (table === "missing") return undefined;
+    if (table === "no-usage") return new Map();
+    try {
+      return table.recentTokens(utcDay(now), utcMonthStart(now));
+    } finally {
+      table.close();
+    }
+  } catch (error) {
+    note(`warning: cannot read token usage from ${dbPath}: ${(error as Error).message}`);
+    return undefined;
   }
 }

@@ -2,18 +2,26 @@
  * `keygate keystore list`: what an operator needs to see about each client, as a table
  * or as JSON, and never a secret: token digests appear only as 12-character prefixes
  * (what `revoke --token` takes), upstream keys only as their kind and kid or variable.
- * Pure: the keystore, the usage and `now` are passed in.
+ * Pure: the keystore, what the database says of each client and `now` are passed in.
  */
 import { ENC_PATTERN } from "../crypto/aes-gcm.js";
 import { digestPrefix } from "../crypto/token-hash.js";
 import type { ClientKind, Keystore } from "../keystore/format/model.js";
 import { listed } from "../shown-text.js";
+import type { RecentTokens } from "../usage/usage-table.js";
 import { formatTimestamp } from "./time-args.js";
 
 export interface ClientUsage {
   /** Epoch ms, or null if never used. */
   readonly lastUsedAt: number | null;
   readonly useCount: number;
+}
+
+/** What the server's database adds to the keystore, by client id; undefined when unknown. */
+export interface ListSources {
+  readonly lastUse: ReadonlyMap<string, ClientUsage> | undefined;
+  /** Provider-reported tokens today and this month (UTC); a client without a row used none. */
+  readonly tokens: ReadonlyMap<string, RecentTokens> | undefined;
 }
 
 export type UpstreamKeySource =
@@ -42,17 +50,18 @@ export interface ListedClient {
   readonly last_used_at: string | null;
   /** null when unknown (no database). */
   readonly use_count: number | null;
+  /** Tokens of every kind providers reported today (UTC); null when unknown (no database). */
+  readonly tokens_today: number | null;
+  /** The same since the 1st of this month (UTC). */
+  readonly tokens_this_month: number | null;
 }
 
 /**
  * The listing of a validated keystore.
- * @param usage last use by client id from the database, or undefined when there is none.
+ * @param sources last use and token usage by client id from the database.
  */
-export function listClients(
-  keystore: Keystore,
-  usage: ReadonlyMap<string, ClientUsage> | undefined,
-  now: number,
-): ListedClient[] {
+export function listClients(keystore: Keystore, sources: ListSources, now: number): ListedClient[] {
+  const usage = sources.lastUse;
   return keystore.clients.map((client) => {
     const tokens = client.tokens.map((token) => ({
       sha256_prefix: digestPrefix(token.digest),
@@ -78,8 +87,18 @@ export function listClients(
           ? null
           : formatTimestamp(used.lastUsedAt),
       use_count: usage === undefined ? null : (used?.useCount ?? 0),
+      ...tokensOf(sources.tokens, client.id),
     };
   });
+}
+
+function tokensOf(
+  tokens: ReadonlyMap<string, RecentTokens> | undefined,
+  id: string,
+): Pick<ListedClient, "tokens_today" | "tokens_this_month"> {
+  if (tokens === undefined) return { tokens_today: null, tokens_this_month: null };
+  const used = tokens.get(id);
+  return { tokens_today: used?.today ?? 0, tokens_this_month: used?.month ?? 0 };
 }
 
 function upstreamKeySource(own: string | null, fallback: string | null): UpstreamKeySource {
@@ -108,6 +127,8 @@ const COLUMNS = [
   "UPSTREAM KEY",
   "LAST USE",
   "USES",
+  "TOKENS TODAY",
+  "TOKENS MONTH",
 ] as const;
 
 /** An aligned table, one client per line, with a header. */
@@ -124,6 +145,8 @@ export function renderTable(clients: readonly ListedClient[]): string {
     client.kind === "internal" ? "- (internal)" : describeSource(client.upstream_key),
     client.last_used_at ?? (client.use_count === null ? "-" : "never"),
     client.use_count === null ? "-" : String(client.use_count),
+    client.tokens_today === null ? "-" : String(client.tokens_today),
+    client.tokens_this_month === null ? "-" : String(client.tokens_this_month),
   ]);
   const all = [[...COLUMNS], ...rows];
   const widths = COLUMNS.map((_, column) =>

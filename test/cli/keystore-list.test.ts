@@ -7,6 +7,8 @@ import type { ListedClient } from "../../server/cli/list-output.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { readKeystoreFile } from "../../server/keystore/format/load.js";
 import { KeystoreStore } from "../../server/keystore/store/store.js";
+import { utcDay, utcMonthStart } from "../../server/usage/usage-day.js";
+import { type DailyUsage, TokenUsageTable } from "../../server/usage/usage-table.js";
 import { printedToken, type Workspace, workspace } from "./run-keygate.js";
 
 const UPSTREAM_SECRET = "sk-ant-api03-do-not-print-me";
@@ -62,6 +64,40 @@ function seedDatabase(ws: Workspace): void {
   } finally {
     store.close();
   }
+  const table = TokenUsageTable.openForWriting(ws.db);
+  try {
+    table.add(SEEDED_TOKENS.map(([day, inputTokens]) => tokenRow(day, inputTokens)));
+  } finally {
+    table.close();
+  }
+}
+
+/**
+ * "sealed"'s token usage: 165 today, 1000 on the 1st of the month (when that is not
+ * today) and 5000 on the last day of the month before, which this month never counts.
+ */
+const NOW = Date.now();
+const TODAY = utcDay(NOW);
+const MONTH_START = utcMonthStart(NOW);
+const SEEDED_TOKENS: readonly (readonly [string, number])[] = [
+  [TODAY, 150],
+  ...(MONTH_START === TODAY ? [] : [[MONTH_START, 1000] as const]),
+  [utcDay(Date.parse(`${MONTH_START}T00:00:00Z`) - 1), 5000],
+];
+const TOKENS_TODAY = 165;
+const TOKENS_THIS_MONTH = MONTH_START === TODAY ? 165 : 1165;
+
+function tokenRow(day: string, inputTokens: number): DailyUsage {
+  return {
+    clientId: "sealed",
+    model: "claude-sonnet-4",
+    day,
+    requests: 1,
+    inputTokens,
+    outputTokens: day === TODAY ? 10 : 0,
+    cacheReadTokens: day === TODAY ? 5 : 0,
+    cacheWriteTokens: 0,
+  };
 }
 
 test("list --json: ids, names, token counts and expiries, key sources, status, last use", async (t) => {
@@ -82,6 +118,8 @@ test("list --json: ids, names, token counts and expiries, key sources, status, l
     upstream_key: { source: "enc", kid: "k1" },
     last_used_at: "2026-11-20T08:30:00Z",
     use_count: 42,
+    tokens_today: TOKENS_TODAY,
+    tokens_this_month: TOKENS_THIS_MONTH,
   });
   const fromEnv = byId.get("from-env");
   t.like(fromEnv, {
@@ -90,6 +128,8 @@ test("list --json: ids, names, token counts and expiries, key sources, status, l
     upstream_key: { source: "env", variable: "FROM_ENV_KEY" },
     last_used_at: null,
     use_count: 0,
+    tokens_today: 0,
+    tokens_this_month: 0,
   });
   const graceEnd = Date.parse(fromEnv?.next_expiry ?? "");
   t.true(Math.abs(graceEnd - (Date.now() + 2 * 86_400_000)) < 120_000, "the rotation's grace end");
@@ -110,12 +150,14 @@ test("list prints an aligned table with a header", async (t) => {
   const [header, ...rows] = result.stdout.trimEnd().split("\n");
   t.regex(
     header ?? "",
-    /^ID\s+NAME\s+KIND\s+STATUS\s+TOKENS\s+NEXT EXPIRY\s+UPSTREAM KEY\s+LAST USE\s+USES$/,
+    /^ID\s+NAME\s+KIND\s+STATUS\s+TOKENS\s+NEXT EXPIRY\s+UPSTREAM KEY\s+LAST USE\s+USES\s+TOKENS TODAY\s+TOKENS MONTH$/,
   );
   t.is(rows.length, 4);
   t.regex(
     rows[1] ?? "",
-    /^sealed\s+Sealed key\s+client\s+enabled\s+1\s+-\s+enc \(k1\)\s+2026-11-20T08:30:00Z\s+42$/,
+    new RegExp(
+      `^sealed\\s+Sealed key\\s+client\\s+enabled\\s+1\\s+-\\s+enc \\(k1\\)\\s+2026-11-20T08:30:00Z\\s+42\\s+${TOKENS_TODAY}\\s+${TOKENS_THIS_MONTH}$`,
+    ),
   );
   t.regex(rows[3] ?? "", /^health\s+.*internal\s+disabled\s.*- \(internal\)/);
 });
@@ -126,8 +168,13 @@ test("list without a database shows no last use and says why", async (t) => {
   const json = JSON.parse((await ws.run(["keystore", "list", "--json"])).stdout) as Listing;
   t.is(json.usage_from, null);
   t.true(json.clients.every((client) => client.use_count === null && client.last_used_at === null));
+  t.true(
+    json.clients.every(
+      (client) => client.tokens_today === null && client.tokens_this_month === null,
+    ),
+  );
   const table = await ws.run(["keystore", "list"]);
-  t.regex(table.stderr, /no database at .*last use not shown/);
+  t.regex(table.stderr, /no database at .*last use and token usage not shown/);
 });
 
 test("list never prints a secret: no token, no full digest, no upstream key or its ciphertext", async (t) => {
