@@ -14,6 +14,7 @@ import { keystoreCommand } from "./keystore-commands.js";
 import { readSecretFromStdin } from "./read-stdin.js";
 import { readUpstreamKey, seal, sealingKey } from "./upstream-key-input.js";
 import { USAGE } from "./usage.js";
+import { usageCommand } from "./usage-command.js";
 
 async function encrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const parsed = parseCommand("encrypt", args, {
@@ -45,6 +46,8 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Prom
       }
       case "keystore":
         return await keystoreCommand(rest, env);
+      case "usage":
+        return await usageCommand(rest, env);
       case "hash":
         parseCommand("hash", rest, {});
         out(hashToken(await readSecretFromStdin("token")));

@@ -52,6 +52,31 @@ export function parseExpiry(flag: string, text: string, now: number): number {
   return at;
 }
 
+/** A calendar date alone, taken as the start of that day in UTC. */
+const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
+
+/**
+ * A start time in epoch ms: a date (`2026-12-01`, midnight UTC), an RFC 3339 date-time, or
+ * a duration back from now (`7d`).
+ * @throws Error naming the flag when it is none of these, or not a real date.
+ */
+export function parseSince(flag: string, text: string, now: number): number {
+  let at: number;
+  if (DATE_ONLY.test(text)) {
+    at = Date.parse(`${text}T00:00:00Z`);
+    // Date.parse rolls 2026-02-30 over to March; a date that does not round-trip is not real.
+    if (Number.isFinite(at) && new Date(at).toISOString().slice(0, 10) !== text) at = Number.NaN;
+  } else if (RFC3339.test(text)) at = Date.parse(text);
+  else if (DURATION.test(text) || text === "0") at = now - parseDuration(flag, text);
+  else {
+    throw new Error(
+      `--${flag} must be a date (2026-12-01), an RFC 3339 date-time (2026-12-01T00:00:00Z) or ${DURATION_HELP} back from now`,
+    );
+  }
+  if (!Number.isFinite(at)) throw new Error(`--${flag}: ${quoted(text)} is not a real date`);
+  return at;
+}
+
 /** `2026-12-01T00:00:00Z`: UTC, whole seconds (rounded up, so an expiry is never early). */
 export function formatTimestamp(epochMs: number): string {
   return new Date(Math.ceil(epochMs / 1000) * 1000).toISOString().replace(/\.000Z$/, "Z");

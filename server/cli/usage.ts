@@ -15,9 +15,15 @@ export const USAGE = `usage: keygate <command> [options]
   keystore disable <id> | enable <id> | remove <id>
   keystore set-upstream-key (<id> | --defaults) [--kid K]
                                          stdin upstream key -> enc:v1:... under the newest master key
-  keystore list [--json]                 clients, token counts and expiries, key kinds, last use; no secrets
+  keystore list [--json]                 clients, token counts and expiries, key kinds, last use,
+                                         tokens used today and this month; no secrets
   keystore check                         validate; prints file:line:column: message per problem
   keystore reencrypt --to KID            re-encrypt every enc: value under master key KID
+
+  usage [--since T] [--client ID] [--json]
+                                         tokens spent per client and model (from KEYGATE_DB);
+                                         T: a date (2026-12-01), an RFC 3339 time or a duration back (7d);
+                                         default: since the 1st of this month (UTC)
 
   hash                                   stdin token -> lowercase hex SHA-256
   keygen [--kid k1]                      print a new master key as kid:base64
