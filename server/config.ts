@@ -35,6 +35,8 @@ export interface Config {
   /** When set, `env:` upstream keys must name a variable with this prefix. */
   readonly upstreamEnvPrefix: string | null;
   readonly throttle: ThrottleSettings;
+  /** KEYGATE_USAGE_REDIS_URL: shared budget counters, or null for local counts only. May hold a password: never log it. */
+  readonly usageRedisUrl: string | null;
 }
 
 /** Paths of the PEM files for the gRPC listener; re-read when they change. */
@@ -79,10 +81,18 @@ interface ConfigVariables {
   readonly KEYGATE_GRPC_TLS_KEY?: string;
   readonly KEYGATE_GRPC_TLS_CLIENT_CA?: string;
   readonly KEYGATE_UPSTREAM_ENV_PREFIX?: string;
+  readonly KEYGATE_USAGE_REDIS_URL?: string;
 }
 
 /** Headers keygate itself uses to find credentials; the configured headers must not collide with them unexpectedly. */
 const RESERVED_HEADERS = new Set(["authorization", "host", "content-type", "content-length"]);
+
+/** Variables whose values are never echoed in an error: key material, a URL with a password. */
+const SECRET_VARIABLES = new Set([
+  "KEYGATE_MASTER_KEY",
+  "KEYGATE_MASTER_KEY_FILE",
+  "KEYGATE_USAGE_REDIS_URL",
+]);
 
 /** A configuration problem, always naming the variable; its message is the one line printed at start-up. */
 export class ConfigError extends Error {
@@ -125,10 +135,8 @@ function describeSchemaError(given: Readonly<Record<string, string>>): ConfigErr
     return new ConfigError(name, `unknown variable (known: ${known})`);
   }
   const variable = error.instancePath.slice(1);
-  // Never echo key material back, even in an error.
-  const shown = variable.startsWith("KEYGATE_MASTER_KEY")
-    ? ""
-    : ` (got ${JSON.stringify(given[variable])})`;
+  // Never echo key material or a Redis password back, even in an error.
+  const shown = SECRET_VARIABLES.has(variable) ? "" : ` (got ${JSON.stringify(given[variable])})`;
   const problem =
     error.keyword === "enum"
       ? `must be one of ${error.params.allowedValues.join(", ")}`
@@ -181,6 +189,18 @@ function loadMasterKeys(vars: ConfigVariables): MasterKeys {
     if (error instanceof MasterKeyError) throw new ConfigError(variable, error.message);
     throw error;
   }
+}
+
+/** The Redis URL, checked as a URL (the schema only checks its scheme); null when unset. */
+function loadRedisUrl(vars: ConfigVariables): string | null {
+  const url = vars.KEYGATE_USAGE_REDIS_URL;
+  if (url === undefined) return null;
+  if (!URL.canParse(url) || new URL(url).hostname === "")
+    throw new ConfigError(
+      "KEYGATE_USAGE_REDIS_URL",
+      "must be a redis:// or rediss:// URL with a host, e.g. redis://redis:6379/0",
+    );
+  return url;
 }
 
 function loadGrpcTls(vars: ConfigVariables): GrpcTlsFiles | null {
@@ -251,5 +271,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       windowMs: vars.KEYGATE_THROTTLE_WINDOW_S * 1000,
       trustedHops: vars.KEYGATE_XFF_TRUSTED_HOPS,
     }),
+    usageRedisUrl: loadRedisUrl(vars),
   });
 }
