@@ -22,6 +22,7 @@ import { watchKeystore } from "./keystore/reload/keystore-watcher.js";
 import { KeystoreStore } from "./keystore/store/store.js";
 import { UsageRecorder } from "./keystore/store/usage-recorder.js";
 import type { Logger } from "./logger.js";
+import { startUsageRecording } from "./usage/usage-recording.js";
 
 export interface RunningKeygate {
   readonly grpcPort: number;
@@ -39,7 +40,7 @@ const WATCH_DEBOUNCE_MS = 50;
 /** Backs up filesystem events that never come (network file systems, late directories). */
 const WATCH_POLL_MS = 1000;
 
-/** How often per-client last use is written to SQLite. */
+/** How often per-client last use and token usage are written to SQLite. */
 const USAGE_FLUSH_MS = 5000;
 
 /** Start-up refused: the message is what the operator must fix. */
@@ -84,6 +85,12 @@ export async function startKeygate(
   }
 
   const usage = new UsageRecorder(store, logger, USAGE_FLUSH_MS);
+  const usageRecording = startUsageRecording({
+    dbPath: config.dbPath,
+    registry: metrics.registry,
+    logger,
+    flushIntervalMs: USAGE_FLUSH_MS,
+  });
   const grpc = await startGrpcServer({
     address: config.grpcAddress,
     maxReceiveBytes: config.grpcMaxReceiveBytes,
@@ -150,6 +157,7 @@ export async function startKeygate(
         await grpc.drain(config.drainTimeoutMs);
         await admin.close();
         usage.close();
+        usageRecording.close();
         store.close();
       })();
       return stopping;
