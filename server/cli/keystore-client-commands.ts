@@ -8,6 +8,7 @@ import { type Config, loadConfig } from "../config.js";
 import { mintToken } from "../crypto/token-format.js";
 import { hashToken } from "../crypto/token-hash.js";
 import { editKeystore, type NewClient } from "../keystore/edit/keystore-editor.js";
+import type { Budget } from "../keystore/format/model.js";
 import { envNameProblem } from "../keystore/format/upstream-key-rules.js";
 import { quoted, shortened } from "../shown-text.js";
 import {
@@ -21,6 +22,7 @@ import {
   stringValue,
   UsageError,
 } from "./args.js";
+import { parseBudget } from "./keystore-budget-commands.js";
 import {
   clientIdArgument,
   editOptions,
@@ -42,6 +44,7 @@ const ADD_OPTIONS: OptionSpec = {
   "upstream-key-stdin": { type: "boolean" },
   "upstream-key-env": { type: "string" },
   kid: { type: "string" },
+  budget: { type: "string" },
 };
 
 /** The `add` flags that decide the new client's upstream key; an internal client takes none. */
@@ -58,6 +61,7 @@ interface ClientFields {
   readonly routes: string[] | undefined;
   readonly models: string[] | undefined;
   readonly expires: string | undefined;
+  readonly budget: Budget | undefined;
 }
 
 /**
@@ -103,7 +107,7 @@ function upstreamKeyFlags(parsed: Parsed): UpstreamKeyFlags {
   return { fromStdin, fromEnv, kid, internal };
 }
 
-/** @throws Error for an empty name, a route that is not a path prefix or a bad expiry. */
+/** @throws Error for an empty name, a route that is not a path prefix, a bad expiry or budget. */
 function clientFields(parsed: Parsed, now: number): ClientFields {
   const name = stringValue(parsed, "name");
   if (name !== undefined && name.trim() === "") throw new Error("--name must not be empty");
@@ -119,7 +123,9 @@ function clientFields(parsed: Parsed, now: number): ClientFields {
     expiresText === undefined
       ? undefined
       : formatTimestamp(parseExpiry("expires", expiresText, now));
-  return { name, routes, models, expires };
+  const budgetText = stringValue(parsed, "budget");
+  const budget = budgetText === undefined ? undefined : parseBudget("--budget", budgetText);
+  return { name, routes, models, expires, budget };
 }
 
 /**
@@ -160,7 +166,7 @@ function newClient(
   upstreamKey: string | undefined,
   internal: boolean,
 ): NewClient {
-  const { name, routes, models, expires } = fields;
+  const { name, routes, models, expires, budget } = fields;
   return {
     id,
     ...(name === undefined ? {} : { name }),
@@ -169,6 +175,7 @@ function newClient(
     ...(routes === undefined ? {} : { routes }),
     ...(models === undefined ? {} : { models }),
     ...(internal ? { kind: "internal" as const } : {}),
+    ...(budget === undefined ? {} : { budget }),
   };
 }
 

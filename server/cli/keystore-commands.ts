@@ -1,8 +1,9 @@
 /**
  * `keygate keystore <command>`: provisioning. This module dispatches; the commands live
  * by what they touch: keystore-read-commands (check, list), keystore-client-commands
- * (add, disable, enable, remove), keystore-token-commands (rotate, revoke) and
- * keystore-upstream-key-commands (set-upstream-key, reencrypt). Every edit goes through
+ * (add, disable, enable, remove), keystore-token-commands (rotate, revoke),
+ * keystore-upstream-key-commands (set-upstream-key, reencrypt) and
+ * keystore-budget-commands (set-budget). Every edit goes through
  * keystore-editor (lock, Document API, validation, atomic write). Secrets are read from
  * stdin before the lock is taken, so a slow paste never holds other edits up. `add` and
  * `rotate` print only the new token on stdout; everything else an operator reads goes to
@@ -11,6 +12,7 @@
 import { writeStarterKeystore } from "../keystore/format/starter.js";
 import { quoted } from "../shown-text.js";
 import { keystorePath, note, out, parseCommand, UsageError } from "./args.js";
+import { setBudget } from "./keystore-budget-commands.js";
 import { add, remove, toggle } from "./keystore-client-commands.js";
 import { type Command, KEYSTORE_OPTION } from "./keystore-command-shared.js";
 import { check, list } from "./keystore-read-commands.js";
@@ -27,6 +29,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   enable: (args, env) => toggle("enable", args, env),
   remove,
   "set-upstream-key": setUpstreamKey,
+  "set-budget": setBudget,
   list,
   reencrypt,
 };
