@@ -2,10 +2,17 @@
  * Prometheus usage counters: tokens by kind and responses per client and model, and the
  * bound on their series whatever client ids and model names arrive.
  */
+import { readFileSync } from "node:fs";
 import test from "ava";
 import { Registry } from "prom-client";
 import type { TokenUsage } from "../../server/usage/token-usage.js";
-import { createUsageMetrics, OVERFLOW_LABEL } from "../../server/usage/usage-metrics.js";
+import {
+  createUsageMetrics,
+  MAX_CLIENT_LABELS,
+  MAX_LABEL_PAIRS,
+  MAX_MODEL_LABELS,
+  OVERFLOW_LABEL,
+} from "../../server/usage/usage-metrics.js";
 
 const NOW = Date.parse("2026-12-03T12:00:00Z");
 
@@ -80,4 +87,20 @@ test("odd model names become bounded label values; odd counts never throw", asyn
   const [only] = await values(registry, "keygate_usage_responses_total");
   t.is(only?.labels.model?.toString().length, 100);
   t.regex(String(only?.labels.model), /^[A-Za-z0-9._:/@+-]+$/);
+});
+
+test("every usage metric is in the README's metrics table, and so is the bound", (t) => {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  const registry = new Registry();
+  createUsageMetrics(registry);
+  const names = registry.getMetricsAsArray().map((metric) => metric.name);
+  t.true(names.length >= 3);
+  for (const name of names) t.true(readme.includes(`| \`${name}\` |`), `${name} is documented`);
+  const spaced = (n: number) => String(n).replace(/\B(?=(\d{3})+$)/g, " ");
+  t.true(
+    new RegExp(
+      `first ${spaced(MAX_CLIENT_LABELS)} distinct\\s+\`client\` values and the first ${spaced(MAX_MODEL_LABELS)} distinct`,
+    ).test(readme),
+  );
+  t.true(readme.includes(`${spaced(MAX_LABEL_PAIRS)} distinct (client, model) pairs`));
 });
