@@ -6,10 +6,12 @@
 import { statSync } from "node:fs";
 import test from "ava";
 import Database from "better-sqlite3";
+import { Registry } from "prom-client";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { createLogger } from "../../server/logger.js";
 import type { TokenUsage } from "../../server/usage/token-usage.js";
 import { UsageLedger } from "../../server/usage/usage-ledger.js";
+import { fanOut, startUsageRecording } from "../../server/usage/usage-recording.js";
 import { TokenUsageTable } from "../../server/usage/usage-table.js";
 import { inspect, openStore, tempDb, writeV3Database } from "../helpers/store-db.js";
 
@@ -175,4 +177,31 @@ test("a busy database fails the flush at once; the batch lands at the next one",
   t.is(rowCount(dbPath), 0);
   ledger.flush();
   t.is(table.tokensSince("alpha", "2026-12-03"), 3);
+});
+
+test("the server's recording: one sink counts into the metrics at once and into SQLite at close", async (t) => {
+  const dbPath = tempDb(t);
+  const registry = new Registry();
+  const recording = startUsageRecording({
+    dbPath,
+    registry,
+    logger: createLogger("silent"),
+    flushIntervalMs: 3_600_000,
+  });
+  const seen: string[] = [];
+  const sink = fanOut(recording.sink, { record: (clientId) => seen.push(clientId) });
+  sink.record("alpha", usage("claude-sonnet-4", 100, 20, 5, 1), DEC_3);
+  sink.record("beta", usage("gpt-4o", 7), DEC_3);
+  t.deepEqual(seen, ["alpha", "beta"], "every sink hears every response");
+  t.regex(
+    await registry.metrics(),
+    /keygate_usage_tokens_total\{client="alpha",model="claude-sonnet-4",kind="input"\} 100/,
+  );
+  t.is(rowCount(dbPath), 0);
+  recording.close();
+  const reader = TokenUsageTable.openForReading(dbPath);
+  if (typeof reader === "string") return t.fail(reader);
+  t.teardown(() => reader.close());
+  t.is(reader.tokensSince("alpha", "2026-12-03"), 126);
+  t.is(reader.tokensSince("beta", "2026-12-01"), 7);
 });
