@@ -22,13 +22,17 @@ import { watchKeystore } from "./keystore/reload/keystore-watcher.js";
 import { KeystoreStore } from "./keystore/store/store.js";
 import { UsageRecorder } from "./keystore/store/usage-recorder.js";
 import type { Logger } from "./logger.js";
-import { startUsageRecording } from "./usage/usage-recording.js";
+import { startBudgets } from "./usage/budgets.js";
+import type { UsageSink } from "./usage/token-usage.js";
+import { fanOut, startUsageRecording } from "./usage/usage-recording.js";
 
 export interface RunningKeygate {
   readonly grpcPort: number;
   readonly adminPort: number;
   readonly keystore: KeystoreManager;
   readonly metrics: Metrics;
+  /** Where the response path records each response's token usage: the ledger and the budget counters. */
+  readonly usageSink: UsageSink;
   /** Re-reads keystore.yaml (SIGHUP; the file watcher calls it too). */
   reload(): Promise<ReloadOutcome>;
   /** Drains in-flight checks, then closes everything. */
@@ -91,6 +95,13 @@ export async function startKeygate(
     logger,
     flushIntervalMs: USAGE_FLUSH_MS,
   });
+  const budgets = startBudgets({
+    redisUrl: config.usageRedisUrl,
+    logger,
+    registry: metrics.registry,
+    ledger: usageRecording.table,
+  });
+  const usageSink = fanOut(usageRecording.sink, budgets.counters);
   const grpc = await startGrpcServer({
     address: config.grpcAddress,
     maxReceiveBytes: config.grpcMaxReceiveBytes,
@@ -107,6 +118,7 @@ export async function startKeygate(
       logger,
       metrics,
       usage,
+      budgets: budgets.counters,
       throttle: createThrottleGuard(config.throttle, { logger, metrics }),
     }),
   });
@@ -116,6 +128,7 @@ export async function startKeygate(
     port: config.adminAddress.port,
     metrics,
     keystoreStatus: () => keystore.status(),
+    budgetStatus: () => budgets.status(),
   });
 
   function observe(outcome: ReloadOutcome): ReloadOutcome {
@@ -148,6 +161,7 @@ export async function startKeygate(
     adminPort: admin.port,
     keystore,
     metrics,
+    usageSink,
     reload,
     stop() {
       stopping ??= (async () => {
@@ -157,6 +171,7 @@ export async function startKeygate(
         await grpc.drain(config.drainTimeoutMs);
         await admin.close();
         usage.close();
+        await budgets.close();
         usageRecording.close();
         store.close();
       })();

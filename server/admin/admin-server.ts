@@ -1,10 +1,13 @@
 /**
  * Admin HTTP: /healthz (process alive), /readyz (a generation is loaded), /metrics
- * (Prometheus) and /keystore (generation, source hash, stale flag, last error; no secrets).
+ * (Prometheus) and /keystore (generation, source hash, stale flag, last error, budgets;
+ * no secrets). Budget counters that cannot reach Redis show as degraded in /readyz's
+ * details without making keygate unready: each replica then enforces its own counts.
  */
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { KeystoreStatus } from "../keystore/reload/keystore-manager.js";
+import type { BudgetStatus } from "../usage/budgets.js";
 import type { Metrics } from "./metrics.js";
 
 export interface AdminServerOptions {
@@ -12,6 +15,8 @@ export interface AdminServerOptions {
   readonly port: number;
   readonly metrics: Metrics;
   readonly keystoreStatus: () => KeystoreStatus;
+  /** Budget counters' state (usage/budgets.ts); absent: no `budgets` section. */
+  readonly budgetStatus?: () => BudgetStatus;
 }
 
 export interface RunningAdminServer {
@@ -21,6 +26,18 @@ export interface RunningAdminServer {
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { "content-type": "application/json" }).end(`${JSON.stringify(body)}\n`);
+}
+
+/** /readyz's budget details: the store, and why it is degraded when it is. */
+function budgetReadiness(status: BudgetStatus | undefined): Record<string, unknown> {
+  if (status === undefined) return {};
+  return {
+    budgets: {
+      store: status.store,
+      degraded: status.degraded,
+      ...(status.degraded ? { reason: status.redis?.reason ?? "Redis has not answered yet" } : {}),
+    },
+  };
 }
 
 /**
@@ -42,10 +59,14 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
           ready,
           generation: status.generation?.id ?? null,
           stale: status.stale,
+          ...budgetReadiness(options.budgetStatus?.()),
         });
       }
       case "/keystore":
-        return sendJson(res, 200, options.keystoreStatus());
+        return sendJson(res, 200, {
+          ...options.keystoreStatus(),
+          ...(options.budgetStatus === undefined ? {} : { budgets: options.budgetStatus() }),
+        });
       case "/metrics":
         options.metrics.registry.metrics().then(
           (text) =>
