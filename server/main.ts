@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { startAdminServer } from "./admin/admin-server.js";
 import { createMetrics, type Metrics } from "./admin/metrics.js";
 import type { Config } from "./config.js";
+import { createProcessService } from "./extproc/process-service.js";
 import { createCheckService } from "./grpc/check-service.js";
 import { startGrpcServer } from "./grpc/grpc-server.js";
 import { createThrottleGuard } from "./grpc/throttle-guard.js";
@@ -102,6 +103,8 @@ export async function startKeygate(
     ledger: usageRecording.table,
   });
   const usageSink = fanOut(usageRecording.sink, budgets.counters);
+  // Token usage read on the response path (ext_proc) goes to the ledger and the budget counters.
+  const tokenUsage: UsageSink = usageSink;
   const grpc = await startGrpcServer({
     address: config.grpcAddress,
     maxReceiveBytes: config.grpcMaxReceiveBytes,
@@ -121,6 +124,7 @@ export async function startKeygate(
       budgets: budgets.counters,
       throttle: createThrottleGuard(config.throttle, { logger, metrics }),
     }),
+    process: createProcessService({ usage: tokenUsage, logger }),
   });
   logGrpcTransport(logger, config.grpcAddress, tls);
   const admin = await startAdminServer({

@@ -1,0 +1,245 @@
+/**
+ * keygate's ext_proc service on the response path (Envoy's ExternalProcessor/Process, one
+ * stream per HTTP response). Who the request was for comes from the dynamic metadata
+ * keygate's own Check set (namespace envoy.filters.http.ext_authz, forwarded by Envoy's
+ * metadata_options), never from anything the caller or the upstream sends:
+ *   - auth_mode `known` (keygate swapped in a held key) and a provider failure: the
+ *     response is replaced by a typed body (provider-errors.ts). When the body decides it
+ *     (400/429: billing or not), the stream switches that one response to BUFFERED with
+ *     mode_override and answers the buffered body with an immediate response.
+ *   - `known` and `internal` successes: usage is read from the streamed body
+ *     (usage-reader.ts), every chunk answered CONTINUE at once, and reported to the
+ *     UsageSink when the body ends (or the stream does).
+ *   - everything else (byo, anonymous, no metadata, encoded bodies): CONTINUE, and a mode
+ *     override that stops Envoy sending the body at all.
+ * Nothing here can fail a response: whatever keygate cannot read, it lets through.
+ */
+
+import type { StreamCall, StreamHandler, StreamListener } from "../grpc/grpc-stream.js";
+import { WireError } from "../grpc/protobuf-wire.js";
+import type { Logger } from "../logger.js";
+import type { UsageSink } from "../usage/token-usage.js";
+import {
+  BodySendMode,
+  decodeProcessingRequest,
+  encodeProcessingResponse,
+  HeaderSendMode,
+  type Part,
+  type ProcessingMode,
+  type ProcessingRequest,
+} from "./ext-proc-wire.js";
+import {
+  classifyProviderError,
+  errorDisposition,
+  MAX_ERROR_BODY_BYTES,
+  providerErrorResponse,
+} from "./provider-errors.js";
+import { createUsageReader, type UsageReader } from "./usage-reader.js";
+
+/** The ext_authz filter's name: the namespace keygate's Check metadata lives in. */
+export const EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz";
+/** The attribute envoy.yaml asks for (response_attributes) to fill request_id. */
+export const REQUEST_ID_ATTRIBUTE = "request.id";
+/** Envoy's response code details for keygate's typed answers (access log). */
+export const PROVIDER_ERROR_DETAILS = "keygate_provider_error";
+
+export interface ProcessServiceOptions {
+  readonly usage: UsageSink;
+  readonly logger: Logger;
+  /** Clock for usage timestamps and retry-after dates (ms since the epoch). */
+  readonly now?: () => number;
+}
+
+function mode(responseBodyMode: number): ProcessingMode {
+  return {
+    requestHeaderMode: HeaderSendMode.SKIP,
+    responseHeaderMode: HeaderSendMode.SEND,
+    requestBodyMode: BodySendMode.NONE,
+    responseBodyMode,
+    requestTrailerMode: HeaderSendMode.SKIP,
+    responseTrailerMode: HeaderSendMode.SKIP,
+  };
+}
+
+/** Frozen answers: most messages get one of these, encoded once. */
+const BODY_NOT_WANTED = mode(BodySendMode.NONE);
+const BUFFER_THE_BODY = mode(BodySendMode.BUFFERED);
+const CONTINUE: Record<Part, Buffer> = Object.fromEntries(
+  (
+    [
+      "request_headers",
+      "response_headers",
+      "request_body",
+      "response_body",
+      "request_trailers",
+      "response_trailers",
+    ] as const
+  ).map((part) => [part, encodeProcessingResponse({ kind: "continue", part })]),
+) as Record<Part, Buffer>;
+const SKIP_BODY = encodeProcessingResponse({
+  kind: "continue",
+  part: "response_headers",
+  modeOverride: BODY_NOT_WANTED,
+});
+const HOLD_BODY = encodeProcessingResponse({
+  kind: "continue",
+  part: "response_headers",
+  modeOverride: BUFFER_THE_BODY,
+});
+
+/** What one stream is doing with its response's body. */
+type BodyPlan =
+  | { readonly kind: "none" }
+  | { readonly kind: "usage"; readonly reader: UsageReader }
+  | {
+      readonly kind: "error";
+      readonly status: number;
+      readonly headers: ReadonlyMap<string, string>;
+      readonly chunks: Buffer[];
+      size: number;
+    };
+
+function contentEncoded(headers: ReadonlyMap<string, string>): boolean {
+  const encoding = headers.get("content-encoding")?.trim().toLowerCase() ?? "";
+  return encoding !== "" && encoding !== "identity";
+}
+
+interface Context {
+  readonly usage: UsageSink;
+  readonly logger: Logger;
+  readonly now: () => number;
+}
+
+/** One Process stream: one HTTP response, from its headers to the end of its body. */
+class ResponseStream implements StreamListener {
+  private clientId = "";
+  private authMode = "";
+  private requestId = "";
+  private plan: BodyPlan = { kind: "none" };
+  private reported = false;
+
+  constructor(
+    private readonly call: StreamCall,
+    private readonly context: Context,
+  ) {}
+
+  onMessage(message: Buffer): void {
+    const request = decodeProcessingRequest(message, EXT_AUTHZ_NAMESPACE);
+    if (request.part === "response_headers") this.call.send(this.answerHeaders(request));
+    else if (request.part === "response_body") this.call.send(this.answerBody(request));
+    // Parts envoy.yaml does not send: let them through unchanged.
+    else if (request.part !== undefined) this.call.send(CONTINUE[request.part]);
+    else throw new WireError("ProcessingRequest carries no request or response part");
+  }
+
+  /** A client that went away mid-stream was still billed for what the provider sent. */
+  onClose(): void {
+    this.report();
+  }
+
+  /** The answer to the response headers; it decides what happens to the body. */
+  private answerHeaders(request: ProcessingRequest): Buffer {
+    this.clientId = request.metadata.get("client_id") ?? "";
+    this.authMode = request.metadata.get("auth_mode") ?? "";
+    this.requestId = request.attributes.get(REQUEST_ID_ATTRIBUTE) ?? "";
+    const { headers } = request;
+    const status = Number.parseInt(headers.get(":status") ?? "", 10);
+    const hasBody = !request.endOfStream;
+    if (this.clientId === "") return SKIP_BODY;
+    if (this.authMode === "known" && status >= 400) {
+      const disposition = errorDisposition(status, hasBody && !contentEncoded(headers));
+      const typed =
+        disposition === "decide-now" ? this.typedError(status, headers, undefined) : undefined;
+      if (typed !== undefined) return typed;
+      if (disposition === "needs-body") {
+        this.plan = { kind: "error", status, headers, chunks: [], size: 0 };
+        return HOLD_BODY;
+      }
+    }
+    const readable =
+      (this.authMode === "known" || this.authMode === "internal") &&
+      status >= 200 &&
+      status < 300 &&
+      hasBody &&
+      !contentEncoded(headers);
+    const reader = readable ? createUsageReader(headers.get("content-type") ?? "") : undefined;
+    if (reader === undefined) return SKIP_BODY;
+    this.plan = { kind: "usage", reader };
+    return CONTINUE.response_headers;
+  }
+
+  private answerBody(request: ProcessingRequest): Buffer {
+    const { plan } = this;
+    if (plan.kind === "usage") {
+      // Nothing here can change the answer: the chunk is read, never held.
+      plan.reader.push(request.body);
+      // Parsing a JSON body (up to 1 MiB) waits for the next turn, after the answer is out.
+      if (request.endOfStream) setImmediate(() => this.report());
+      return CONTINUE.response_body;
+    }
+    if (plan.kind !== "error") return CONTINUE.response_body;
+    if (plan.size <= MAX_ERROR_BODY_BYTES) plan.chunks.push(Buffer.from(request.body));
+    plan.size += request.body.length;
+    if (!request.endOfStream) return CONTINUE.response_body;
+    const body = plan.size <= MAX_ERROR_BODY_BYTES ? Buffer.concat(plan.chunks) : undefined;
+    this.plan = { kind: "none" };
+    return this.typedError(plan.status, plan.headers, body) ?? CONTINUE.response_body;
+  }
+
+  /** The immediate response for a provider failure; undefined when the response passes as is. */
+  private typedError(
+    status: number,
+    headers: ReadonlyMap<string, string>,
+    body: Buffer | undefined,
+  ): Buffer | undefined {
+    const { now, logger } = this.context;
+    const failure = classifyProviderError(status, headers, body, now(), this.requestId);
+    if (failure === undefined) return undefined;
+    const answer = providerErrorResponse(failure, this.requestId);
+    logger.info(
+      {
+        client_id: this.clientId,
+        provider_status: status,
+        type: failure.type,
+        provider_request_id: failure.providerRequestId,
+        request_id: this.requestId,
+      },
+      "provider error answered",
+    );
+    return encodeProcessingResponse({
+      kind: "immediate",
+      ...answer,
+      details: PROVIDER_ERROR_DETAILS,
+    });
+  }
+
+  /** Reports the usage read, once: at the end of the body, or when the stream ends early. */
+  private report(): void {
+    if (this.reported || this.plan.kind !== "usage") return;
+    this.reported = true;
+    const read = this.plan.reader.result();
+    if (read === undefined) return;
+    this.context.usage.record(this.clientId, read, this.context.now());
+    this.context.logger.debug(
+      {
+        client_id: this.clientId,
+        model: read.model,
+        input_tokens: read.inputTokens,
+        output_tokens: read.outputTokens,
+        cache_read_tokens: read.cacheReadTokens,
+        cache_write_tokens: read.cacheWriteTokens,
+      },
+      "response usage",
+    );
+  }
+}
+
+/** The ext_proc Process handler: one ResponseStream per call. */
+export function createProcessService(options: ProcessServiceOptions): StreamHandler {
+  const context: Context = {
+    usage: options.usage,
+    logger: options.logger,
+    now: options.now ?? Date.now,
+  };
+  return (call) => new ResponseStream(call, context);
+}

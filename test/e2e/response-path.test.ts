@@ -1,0 +1,266 @@
+/**
+ * The response path through the real Envoy running envoy/envoy.yaml: a provider stub plays
+ * recorded Anthropic and OpenAI answers, Envoy's ext_proc filter streams them through the
+ * real keygate process, and the client sees what keygate made of them: typed JSON for a
+ * held key's provider failures, everything else untouched, a Server-Sent Events stream
+ * delivered as it is produced, and the usage keygate read reported (its debug log line).
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Ajv } from "ajv";
+import anyTest, { type TestFn } from "ava";
+import { hashToken } from "../../server/crypto/token-hash.js";
+import { PROVIDER_ERROR_TYPES } from "../../server/errors.js";
+import { readSchema } from "../../server/paths.js";
+import { registerTopologyTeardown, type TopologyContext } from "../helpers/e2e-topology.js";
+import {
+  type EnvoyProcess,
+  renderEnvoyConfig,
+  requireEnvoy,
+  startEnvoy,
+} from "../helpers/envoy.js";
+import { type KeygateProcess, startKeygate } from "../helpers/keygate-process.js";
+import {
+  ANTHROPIC_SSE_EVENTS,
+  PROVIDER_SECRET_MARKER,
+  type ProviderStub,
+  SCRIPTS,
+  startProviderStub,
+} from "../helpers/provider-stub.js";
+
+const UPSTREAM_KEY = "sk-ant-upstream-held-by-keygate-0009";
+const BYO_KEY = "sk-ant-api03-callers-own-key-0010";
+const ACME_TOKEN = "kg-e2e-response-path-acme-token";
+const INTERNAL_TOKEN = "kg-e2e-response-path-internal-token";
+
+interface Context extends TopologyContext {
+  provider: ProviderStub;
+  keygate: KeygateProcess;
+  envoy: EnvoyProcess;
+}
+
+const test = anyTest as TestFn<Context>;
+const validateBody = new Ajv().compile(readSchema("denial.schema.json"));
+
+test.before(async (t) => {
+  requireEnvoy(t);
+  const dir = mkdtempSync(path.join(tmpdir(), "keygate-response-path-"));
+  t.context.dir = dir;
+  const keystore = path.join(dir, "keystore.yaml");
+  writeFileSync(
+    keystore,
+    `version: 1
+clients:
+  - id: acme
+    tokens:
+      - sha256: ${hashToken(ACME_TOKEN)}
+    upstream_key: env:KG_TEST_UPSTREAM
+  - id: ops-bot
+    kind: internal
+    tokens:
+      - sha256: ${hashToken(INTERNAL_TOKEN)}
+`,
+  );
+  t.context.provider = await startProviderStub();
+  // Stored before Envoy starts so that the teardown stops each process whatever fails next.
+  t.context.keygate = await startKeygate({
+    keystore,
+    db: path.join(dir, "keystore.db"),
+    logLevel: "debug",
+    env: { KG_TEST_UPSTREAM: UPSTREAM_KEY },
+  });
+  t.context.envoy = await startEnvoy({
+    config: renderEnvoyConfig({
+      listenPort: 0,
+      adminPort: 0,
+      keygatePort: t.context.keygate.grpcPort,
+      upstreamPort: t.context.provider.port,
+    }),
+  });
+});
+
+registerTopologyTeardown(test);
+test.after.always(async (t) => {
+  await t.context.provider?.close();
+});
+
+/** The whole body a script sends. */
+function scriptText(name: string): string {
+  return (SCRIPTS[name]?.parts ?? []).map((part) => part.text).join("");
+}
+
+interface Received {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  /** performance.now() when each body chunk arrived. */
+  chunkAt: { at: number; text: string }[];
+}
+
+function send(
+  envoy: EnvoyProcess,
+  play: string,
+  options: { path?: string; headers?: Record<string, string> } = {},
+): Promise<Received> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${envoy.url}${options.path ?? "/v1/messages"}`,
+      {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          "x-play": play,
+          authorization: `Bearer ${ACME_TOKEN}`,
+          ...options.headers,
+        },
+      },
+      (res) => {
+        const chunkAt: Received["chunkAt"] = [];
+        res.on("data", (chunk: Buffer) =>
+          chunkAt.push({ at: performance.now(), text: chunk.toString("utf8") }),
+        );
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: chunkAt.map((c) => c.text).join(""),
+            chunkAt,
+          }),
+        );
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(JSON.stringify({ model: "claude-sonnet-4-5", max_tokens: 16, messages: [] }));
+  });
+}
+
+function typedBody(
+  t: { true(v: boolean, m?: string): void },
+  received: Received,
+): Record<string, unknown> {
+  t.true(
+    String(received.headers["content-type"]).startsWith("application/json"),
+    "JSON content type",
+  );
+  const body = JSON.parse(received.body) as Record<string, unknown>;
+  t.true(validateBody(body), JSON.stringify(validateBody.errors));
+  t.true(!received.body.includes(PROVIDER_SECRET_MARKER), "the provider's body never leaks");
+  t.true(!received.body.includes(UPSTREAM_KEY), "the held key never leaks");
+  return body;
+}
+
+test.serial("a held key's 401 from the provider reaches the client as AUTH_ERROR", async (t) => {
+  const received = await send(t.context.envoy, "anthropic-401");
+  t.is(received.status, PROVIDER_ERROR_TYPES.AUTH_ERROR.httpStatus);
+  const body = typedBody(t, received);
+  t.like(body, {
+    type: "AUTH_ERROR",
+    message: PROVIDER_ERROR_TYPES.AUTH_ERROR.message,
+    provider_request_id: "req_anthropic_401",
+    request_id: received.headers["x-request-id"],
+  });
+  t.truthy(body.request_id);
+});
+
+test.serial("a held key's 429 becomes RATE_LIMIT with the provider's retry-after", async (t) => {
+  const received = await send(t.context.envoy, "anthropic-429");
+  t.is(received.status, 429);
+  const body = typedBody(t, received);
+  t.like(body, { type: "RATE_LIMIT", retry_after: 17, provider_request_id: "req_anthropic_429" });
+  t.is(received.headers["retry-after"], "17");
+});
+
+test.serial(
+  "billing errors of both providers become BILLING (the body tells them apart)",
+  async (t) => {
+    for (const [play, id] of [
+      ["anthropic-credit", "req_anthropic_credit"],
+      ["openai-429-quota", "req_openai_quota"],
+    ] as const) {
+      const received = await send(t.context.envoy, play);
+      t.is(received.status, PROVIDER_ERROR_TYPES.BILLING.httpStatus, play);
+      t.like(typedBody(t, received), { type: "BILLING", provider_request_id: id }, play);
+    }
+  },
+);
+
+test.serial("a held key's ordinary 400 passes untouched, buffered or not", async (t) => {
+  const received = await send(t.context.envoy, "anthropic-400");
+  t.is(received.status, 400);
+  t.is(received.body, scriptText("anthropic-400"));
+});
+
+test.serial("a bring-your-own key's 401 passes untouched", async (t) => {
+  const received = await send(t.context.envoy, "anthropic-401", {
+    path: "/byo/v1/messages",
+    headers: { authorization: "", "x-api-key": BYO_KEY },
+  });
+  t.is(received.status, 401);
+  t.is(received.body, scriptText("anthropic-401"));
+  t.is(received.headers["request-id"], "req_anthropic_401");
+});
+
+test.serial(
+  "an SSE completion streams through intact and unbuffered; its usage is read",
+  async (t) => {
+    const received = await send(t.context.envoy, "anthropic-sse", {
+      headers: { accept: "text/event-stream" },
+    });
+    t.is(received.status, 200);
+    t.is(received.body, ANTHROPIC_SSE_EVENTS.join(""));
+    const played = t.context.provider.played.filter((p) => p.script === "anthropic-sse").at(-1);
+    const lastSent = played?.sentAt.at(-1) ?? 0;
+    const firstEvent = received.chunkAt.find((c) => c.text.includes("message_start"));
+    t.truthy(firstEvent);
+    // The first event reached the client before the provider wrote the last one (~0.9 s later).
+    t.true(
+      (firstEvent?.at ?? Number.POSITIVE_INFINITY) < lastSent,
+      `first ${firstEvent?.at} last ${lastSent}`,
+    );
+    t.log(`first event after ${((firstEvent?.at ?? 0) - (played?.sentAt[0] ?? 0)).toFixed(1)} ms`);
+    const usage = await usageLine(t.context.keygate, "claude-sonnet-4-5");
+    t.like(usage, {
+      client_id: "acme",
+      input_tokens: 25,
+      output_tokens: 15,
+      cache_read_tokens: 3,
+      cache_write_tokens: 7,
+    });
+  },
+);
+
+test.serial("usage of a JSON answer is read for an internal client too", async (t) => {
+  const received = await send(t.context.envoy, "anthropic-json", {
+    headers: { authorization: `Bearer ${INTERNAL_TOKEN}` },
+  });
+  t.is(received.status, 200);
+  t.is(received.body, scriptText("anthropic-json"));
+  t.like(await usageLine(t.context.keygate, "claude-haiku-4-5"), {
+    client_id: "ops-bot",
+    input_tokens: 11,
+    output_tokens: 4,
+  });
+});
+
+test.serial("keygate logs neither the held key nor the provider's error body", (t) => {
+  const output = t.context.keygate.output();
+  t.false(output.includes(UPSTREAM_KEY));
+  t.false(output.includes(PROVIDER_SECRET_MARKER));
+  t.false(output.includes(ACME_TOKEN));
+});
+
+/** keygate's "response usage" debug line for a model; usage is reported after the body ends. */
+async function usageLine(keygate: KeygateProcess, model: string): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const line = keygate
+      .logLines()
+      .find((entry) => entry.msg === "response usage" && entry.model === model);
+    if (line !== undefined) return line;
+    if (Date.now() > deadline) throw new Error(`no usage line for ${model}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
