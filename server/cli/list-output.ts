@@ -6,8 +6,14 @@
  */
 import { ENC_PATTERN } from "../crypto/aes-gcm.js";
 import { digestPrefix } from "../crypto/token-hash.js";
-import type { ClientKind, Keystore } from "../keystore/format/model.js";
+import type {
+  BudgetPeriod,
+  ClientKind,
+  Keystore,
+  KeystoreClient,
+} from "../keystore/format/model.js";
 import { listed } from "../shown-text.js";
+import { windowResetAt } from "../usage/usage-day.js";
 import type { RecentTokens } from "../usage/usage-table.js";
 import { formatTimestamp } from "./time-args.js";
 
@@ -54,6 +60,21 @@ export interface ListedClient {
   readonly tokens_today: number | null;
   /** The same since the 1st of this month (UTC). */
   readonly tokens_this_month: number | null;
+  /** The client's token budget and the current window; null when it has none. */
+  readonly budget: ListedBudget | null;
+}
+
+export interface ListedBudget {
+  readonly tokens: number;
+  readonly per: BudgetPeriod;
+  /**
+   * Spent in the current window by this database's ledger, null when unknown (no
+   * database). With several replicas sharing Redis, /keystore shows the shared total.
+   */
+  readonly spent: number | null;
+  readonly exhausted: boolean | null;
+  /** When the window resets (00:00 UTC of the next day or month). */
+  readonly resets_at: string;
 }
 
 /**
@@ -88,8 +109,28 @@ export function listClients(keystore: Keystore, sources: ListSources, now: numbe
           : formatTimestamp(used.lastUsedAt),
       use_count: usage === undefined ? null : (used?.useCount ?? 0),
       ...tokensOf(sources.tokens, client.id),
+      budget: budgetOf(client, sources.tokens, now),
     };
   });
+}
+
+function budgetOf(
+  client: KeystoreClient,
+  tokens: ReadonlyMap<string, RecentTokens> | undefined,
+  now: number,
+): ListedBudget | null {
+  const { budget } = client;
+  if (budget === undefined) return null;
+  const used = tokens?.get(client.id);
+  const spent =
+    tokens === undefined ? null : ((budget.per === "day" ? used?.today : used?.month) ?? 0);
+  return {
+    tokens: budget.tokens,
+    per: budget.per,
+    spent,
+    exhausted: spent === null ? null : spent >= budget.tokens,
+    resets_at: formatTimestamp(windowResetAt(budget.per, now)),
+  };
 }
 
 function tokensOf(
@@ -129,6 +170,9 @@ const COLUMNS = [
   "USES",
   "TOKENS TODAY",
   "TOKENS MONTH",
+  "BUDGET",
+  "SPENT",
+  "RESETS",
 ] as const;
 
 /** An aligned table, one client per line, with a header. */
@@ -147,6 +191,7 @@ export function renderTable(clients: readonly ListedClient[]): string {
     client.use_count === null ? "-" : String(client.use_count),
     client.tokens_today === null ? "-" : String(client.tokens_today),
     client.tokens_this_month === null ? "-" : String(client.tokens_this_month),
+    ...budgetCells(client.budget),
   ]);
   const all = [[...COLUMNS], ...rows];
   const widths = COLUMNS.map((_, column) =>
@@ -161,6 +206,20 @@ export function renderTable(clients: readonly ListedClient[]): string {
     )
     .map((line) => `${line}\n`)
     .join("");
+}
+
+/** BUDGET, SPENT and RESETS: `100000/day`, `250 (0%)` or `100500 (exhausted)`, the reset time. */
+function budgetCells(budget: ListedBudget | null): string[] {
+  if (budget === null) return ["-", "-", "-"];
+  const { spent } = budget;
+  const share = budget.exhausted
+    ? "exhausted"
+    : `${Math.floor(((spent ?? 0) * 100) / budget.tokens)}%`;
+  return [
+    `${budget.tokens}/${budget.per}`,
+    spent === null ? "-" : `${spent} (${share})`,
+    budget.resets_at,
+  ];
 }
 
 function describeSource(source: UpstreamKeySource): string {

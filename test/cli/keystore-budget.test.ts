@@ -1,10 +1,12 @@
 /**
  * Budgets through the real bin: `keystore add --budget`, `keystore set-budget` to change
  * or `--clear` one, and the refusals (a bad budget exits 1, a malformed call 2), with
- * the file left valid and its comments kept.
+ * the file left valid and its comments kept; `keystore list` shows budget, spent and reset.
  */
 import test from "ava";
 import { readKeystoreFile } from "../../server/keystore/format/load.js";
+import { utcDay, windowResetAt } from "../../server/usage/usage-day.js";
+import { TokenUsageTable } from "../../server/usage/usage-table.js";
 import { printedToken, workspace } from "./run-keygate.js";
 
 const LOAD = { masterKeys: new Map(), env: {}, requireClients: false } as const;
@@ -58,3 +60,44 @@ for (const [name, args, code, message] of REFUSED) {
     t.is(ws.read(), before, "nothing written");
   });
 }
+
+test("list shows each budget with what the ledger says the window spent and when it resets", async (t) => {
+  const ws = workspace(t);
+  printedToken(await ws.run(["keystore", "init"]));
+  printedToken(await ws.run(["keystore", "add", "metered", "--budget", "1000/day"]));
+  printedToken(await ws.run(["keystore", "add", "monthly", "--budget", "1000000/month"]));
+  const now = Date.now();
+  const table = TokenUsageTable.openForWriting(ws.db);
+  const row = { model: "m", day: utcDay(now), requests: 1, outputTokens: 0 };
+  const tokens = { cacheReadTokens: 0, cacheWriteTokens: 0 };
+  table.add([
+    { ...row, ...tokens, clientId: "metered", inputTokens: 1200 },
+    { ...row, ...tokens, clientId: "monthly", inputTokens: 250_000 },
+  ]);
+  table.close();
+
+  const json = JSON.parse((await ws.run(["keystore", "list", "--json"])).stdout) as {
+    clients: { id: string; budget: unknown }[];
+  };
+  const byId = new Map(json.clients.map((client) => [client.id, client.budget]));
+  t.is(byId.get("demo"), null);
+  const dayReset = new Date(windowResetAt("day", now)).toISOString().replace(".000", "");
+  t.deepEqual(byId.get("metered"), {
+    tokens: 1000,
+    per: "day",
+    spent: 1200,
+    exhausted: true,
+    resets_at: dayReset,
+  });
+  t.like(byId.get("monthly"), { spent: 250_000, exhausted: false });
+
+  const rows = (await ws.run(["keystore", "list"])).stdout.split("\n");
+  t.regex(
+    rows.find((line) => line.startsWith("metered ")) ?? "",
+    /\s1000\/day\s+1200 \(exhausted\)\s+\S+Z$/,
+  );
+  t.regex(
+    rows.find((line) => line.startsWith("monthly ")) ?? "",
+    /\s1000000\/month\s+250000 \(25%\)\s+\S+Z$/,
+  );
+});

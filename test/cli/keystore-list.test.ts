@@ -150,13 +150,13 @@ test("list prints an aligned table with a header", async (t) => {
   const [header, ...rows] = result.stdout.trimEnd().split("\n");
   t.regex(
     header ?? "",
-    /^ID\s+NAME\s+KIND\s+STATUS\s+TOKENS\s+NEXT EXPIRY\s+UPSTREAM KEY\s+LAST USE\s+USES\s+TOKENS TODAY\s+TOKENS MONTH$/,
+    /^ID\s+NAME\s+KIND\s+STATUS\s+TOKENS\s+NEXT EXPIRY\s+UPSTREAM KEY\s+LAST USE\s+USES\s+TOKENS TODAY\s+TOKENS MONTH\s+BUDGET\s+SPENT\s+RESETS$/,
   );
   t.is(rows.length, 4);
   t.regex(
     rows[1] ?? "",
     new RegExp(
-      `^sealed\\s+Sealed key\\s+client\\s+enabled\\s+1\\s+-\\s+enc \\(k1\\)\\s+2026-11-20T08:30:00Z\\s+42\\s+${TOKENS_TODAY}\\s+${TOKENS_THIS_MONTH}$`,
+      `^sealed\\s+Sealed key\\s+client\\s+enabled\\s+1\\s+-\\s+enc \\(k1\\)\\s+2026-11-20T08:30:00Z\\s+42\\s+${TOKENS_TODAY}\\s+${TOKENS_THIS_MONTH}\\s+-\\s+-\\s+-$`,
     ),
   );
   t.regex(rows[3] ?? "", /^health\s+.*internal\s+disabled\s.*- \(internal\)/);
