@@ -128,10 +128,15 @@ function bounded(seconds: number): number | undefined {
   return Math.max(0, Math.ceil(seconds));
 }
 
+/** IMF-fixdate (RFC 9110's HTTP date) and RFC 3339: Date.parse alone takes "-5" for a year. */
+const HTTP_DATE = /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+const RFC_3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/;
+
 /** An RFC 3339 or HTTP date as whole seconds from `now` (never negative). */
 function secondsUntilDate(value: string | undefined, now: number): number | undefined {
-  if (value === undefined || value.length > 64) return undefined;
-  const at = Date.parse(value);
+  const text = value?.trim() ?? "";
+  if (!HTTP_DATE.test(text) && !RFC_3339.test(text)) return undefined;
+  const at = Date.parse(text);
   return Number.isNaN(at) ? undefined : bounded((at - now) / 1000);
 }
 

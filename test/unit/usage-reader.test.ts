@@ -1,0 +1,301 @@
+/**
+ * Token usage read from provider bodies as Envoy streams them: tables of recorded JSON and
+ * Server-Sent Events bodies (Anthropic Messages, OpenAI Chat Completions and Responses;
+ * fixtures written here), every fixture fed in arbitrary chunkings (fast-check), and the
+ * bounds: a huge line or body is skipped, never buffered whole, never slow, never a throw.
+ */
+import test from "ava";
+import fc from "fast-check";
+import { createUsageReader, MAX_LINE_BYTES } from "../../server/extproc/usage-reader.js";
+import type { TokenUsage } from "../../server/usage/token-usage.js";
+
+const sse = (events: readonly (readonly [event: string | null, data: string])[], eol = "\n") =>
+  events
+    .map(
+      ([event, data]) =>
+        `${event === null ? "" : `event: ${event}${eol}`}data: ${data}${eol}${eol}`,
+    )
+    .join("");
+
+const ANTHROPIC_STREAM = sse([
+  [
+    "message_start",
+    '{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":472,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":2}}}',
+  ],
+  ["ping", '{"type":"ping"}'],
+  [
+    "content_block_delta",
+    '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"The word \\"usage\\" in text é"}}',
+  ],
+  [
+    "message_delta",
+    '{"type":"message_delta","delta":{"stop_reason":null},"usage":{"output_tokens":30}}',
+  ],
+  [
+    "message_delta",
+    '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":89}}',
+  ],
+  ["message_stop", '{"type":"message_stop"}'],
+]);
+
+const OPENAI_STREAM = sse([
+  [
+    null,
+    '{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}',
+  ],
+  [
+    null,
+    '{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}',
+  ],
+  [
+    null,
+    '{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1200,"completion_tokens":55,"total_tokens":1255,"prompt_tokens_details":{"cached_tokens":1024}}}',
+  ],
+  [null, "[DONE]"],
+]);
+
+const OPENAI_RESPONSES_STREAM = sse([
+  [
+    "response.created",
+    '{"type":"response.created","response":{"id":"r1","model":"gpt-4.1","usage":null}}',
+  ],
+  ["response.output_text.delta", '{"type":"response.output_text.delta","delta":"Hi"}'],
+  [
+    "response.completed",
+    '{"type":"response.completed","response":{"id":"r1","model":"gpt-4.1","usage":{"input_tokens":300,"input_tokens_details":{"cached_tokens":100},"output_tokens":20,"total_tokens":320}}}',
+  ],
+]);
+
+interface Fixture {
+  readonly name: string;
+  readonly contentType: string;
+  readonly body: string;
+  readonly expected: TokenUsage | undefined;
+}
+
+const FIXTURES: Fixture[] = [
+  {
+    name: "Anthropic message (JSON)",
+    contentType: "application/json",
+    body: JSON.stringify({
+      id: "msg_2",
+      type: "message",
+      model: "claude-haiku-4-5",
+      content: [{ type: "text", text: "hello" }],
+      usage: {
+        input_tokens: 10,
+        output_tokens: 5,
+        cache_read_input_tokens: 3,
+        cache_creation_input_tokens: 4,
+      },
+    }),
+    expected: {
+      model: "claude-haiku-4-5",
+      inputTokens: 10,
+      outputTokens: 5,
+      cacheReadTokens: 3,
+      cacheWriteTokens: 4,
+    },
+  },
+  {
+    name: "OpenAI chat completion (JSON): cached tokens moved out of the prompt",
+    contentType: "application/json; charset=utf-8",
+    body: JSON.stringify({
+      id: "c2",
+      object: "chat.completion",
+      model: "gpt-4o-mini",
+      choices: [],
+      usage: {
+        prompt_tokens: 50,
+        completion_tokens: 7,
+        total_tokens: 57,
+        prompt_tokens_details: { cached_tokens: 20 },
+      },
+    }),
+    expected: {
+      model: "gpt-4o-mini",
+      inputTokens: 30,
+      outputTokens: 7,
+      cacheReadTokens: 20,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
+    name: "Anthropic stream (SSE): message_start, then cumulative message_delta",
+    contentType: "text/event-stream",
+    body: ANTHROPIC_STREAM,
+    expected: {
+      model: "claude-sonnet-4-5",
+      inputTokens: 472,
+      outputTokens: 89,
+      cacheReadTokens: 2000,
+      cacheWriteTokens: 100,
+    },
+  },
+  {
+    name: "Anthropic stream with CRLF line ends",
+    contentType: "text/event-stream; charset=utf-8",
+    body: ANTHROPIC_STREAM.replaceAll("\n", "\r\n"),
+    expected: {
+      model: "claude-sonnet-4-5",
+      inputTokens: 472,
+      outputTokens: 89,
+      cacheReadTokens: 2000,
+      cacheWriteTokens: 100,
+    },
+  },
+  {
+    name: "OpenAI chat stream (SSE): the final usage chunk",
+    contentType: "text/event-stream",
+    body: OPENAI_STREAM,
+    expected: {
+      model: "gpt-4o-2024-08-06",
+      inputTokens: 176,
+      outputTokens: 55,
+      cacheReadTokens: 1024,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
+    name: "OpenAI Responses stream (SSE): response.completed",
+    contentType: "text/event-stream",
+    body: OPENAI_RESPONSES_STREAM,
+    expected: {
+      model: "gpt-4.1",
+      inputTokens: 200,
+      outputTokens: 20,
+      cacheReadTokens: 100,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
+    name: "a stream without usage (stream_options not set)",
+    contentType: "text/event-stream",
+    body: OPENAI_STREAM.split("data: ").slice(0, 3).join("data: "),
+    expected: undefined,
+  },
+  {
+    name: "JSON without usage",
+    contentType: "application/json",
+    body: '{"object":"list","data":[]}',
+    expected: undefined,
+  },
+  {
+    name: "negative, fractional and string counts are not counts",
+    contentType: "application/json",
+    body: '{"model":"m","usage":{"input_tokens":-1,"output_tokens":2.5,"cache_read_input_tokens":"9"}}',
+    expected: undefined,
+  },
+];
+
+function readAll(fixture: Fixture, pieces: readonly Buffer[]): TokenUsage | undefined {
+  const reader = createUsageReader(fixture.contentType);
+  if (reader === undefined) throw new Error(`no reader for ${fixture.contentType}`);
+  for (const piece of pieces) reader.push(piece);
+  return reader.result();
+}
+
+/** The body cut at the given byte offsets (into views, as Envoy's chunks arrive). */
+function chunked(bytes: Buffer, points: readonly number[]): Buffer[] {
+  const cuts = [...new Set(points.map((p) => p % (bytes.length + 1)))].sort((a, b) => a - b);
+  const pieces: Buffer[] = [];
+  let from = 0;
+  for (const at of cuts) {
+    pieces.push(bytes.subarray(from, at));
+    from = at;
+  }
+  pieces.push(bytes.subarray(from));
+  return pieces;
+}
+
+for (const fixture of FIXTURES) {
+  test(`read whole: ${fixture.name}`, (t) => {
+    t.deepEqual(readAll(fixture, [Buffer.from(fixture.body)]), fixture.expected);
+  });
+}
+
+test("every fixture reads the same however Envoy chunks it (byte by byte included)", (t) => {
+  for (const fixture of FIXTURES) {
+    const bytes = Buffer.from(fixture.body);
+    t.deepEqual(
+      readAll(
+        fixture,
+        [...bytes].map((b) => Buffer.from([b])),
+      ),
+      fixture.expected,
+      fixture.name,
+    );
+  }
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...FIXTURES),
+      fc.array(fc.nat({ max: 5000 }), { maxLength: 40 }),
+      (fixture, points) => {
+        t.deepEqual(readAll(fixture, chunked(Buffer.from(fixture.body), points)), fixture.expected);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
+test("chunks are copied: a caller reusing its buffer changes nothing", (t) => {
+  const fixture = FIXTURES[2] as Fixture;
+  const reader = createUsageReader(fixture.contentType);
+  const bytes = Buffer.from(fixture.body);
+  const scratch = Buffer.alloc(7);
+  for (let at = 0; at < bytes.length; at += 7) {
+    const length = bytes.copy(scratch, 0, at, at + 7);
+    reader?.push(scratch.subarray(0, length));
+    scratch.fill(0x41);
+  }
+  t.deepEqual(reader?.result(), fixture.expected);
+});
+
+test("neither JSON nor SSE: no reader", (t) => {
+  for (const type of ["text/plain", "", "application/octet-stream", "text/html"])
+    t.is(createUsageReader(type), undefined, type);
+});
+
+test("an SSE line above the cap is skipped without being kept; the stream still reads", (t) => {
+  const reader = createUsageReader("text/event-stream");
+  const huge = Buffer.alloc(MAX_LINE_BYTES * 4, 0x61);
+  const started = performance.now();
+  reader?.push(Buffer.from("data: "));
+  for (let at = 0; at < huge.length; at += 65536) reader?.push(huge.subarray(at, at + 65536));
+  reader?.push(Buffer.from(`"usage"\n\n${OPENAI_STREAM}`));
+  t.true(performance.now() - started < 200);
+  t.is(reader?.result()?.model, "gpt-4o-2024-08-06");
+});
+
+test("a JSON body above the cap is not read (and not kept)", (t) => {
+  const reader = createUsageReader("application/json", { maxJsonBytes: 1000 });
+  reader?.push(Buffer.from(`{"model":"m","usage":{"input_tokens":1,"output_tokens":1},"pad":"`));
+  reader?.push(Buffer.alloc(2000, 0x61));
+  reader?.push(Buffer.from('"}'));
+  t.is(reader?.result(), undefined);
+});
+
+test("hostile bodies never throw and stay fast", (t) => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom("text/event-stream", "application/json"),
+      fc.array(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 2000 }),
+          fc
+            .string({ maxLength: 300 })
+            .map((s) => new TextEncoder().encode(`data: {"usage":${s}\n`)),
+        ),
+        { maxLength: 20 },
+      ),
+      (type, chunks) => {
+        const reader = createUsageReader(type);
+        const started = performance.now();
+        for (const chunk of chunks) reader?.push(Buffer.from(chunk));
+        reader?.result();
+        t.true(performance.now() - started < 50);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
