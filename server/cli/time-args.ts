@@ -73,7 +73,10 @@ export function parseSince(flag: string, text: string, now: number): number {
       `--${flag} must be a date (2026-12-01), an RFC 3339 date-time (2026-12-01T00:00:00Z) or ${DURATION_HELP} back from now`,
     );
   }
-  if (!Number.isFinite(at)) throw new Error(`--${flag}: ${quoted(text)} is not a real date`);
+  // Beyond ±100 000 000 days from 1970 a Date is invalid (a duration such as 99999999999d).
+  if (Number.isNaN(new Date(at).getTime())) {
+    throw new Error(`--${flag}: ${quoted(text)} is not a real date`);
+  }
   return at;
 }
 

@@ -9,7 +9,7 @@ import { loadConfig } from "../config.js";
 import { CLIENT_ID_MESSAGE, isClientId } from "../keystore/format/client-id.js";
 import { quoted } from "../shown-text.js";
 import { utcDay, utcMonthStart } from "../usage/usage-day.js";
-import { TokenUsageTable } from "../usage/usage-table.js";
+import { TokenUsageTable, type UsageTotals } from "../usage/usage-table.js";
 import { note, out, parseCommand, stringValue } from "./args.js";
 import { parseSince } from "./time-args.js";
 import { buildReport, renderUsageJson, renderUsageTable } from "./usage-report-output.js";
@@ -40,7 +40,7 @@ export async function usageCommand(
   if (table === "missing") {
     throw new Error(`no database at ${dbPath} (KEYGATE_DB): no usage recorded there`);
   }
-  let totals: ReturnType<TokenUsageTable["totals"]> = [];
+  let totals: UsageTotals[] = [];
   if (table === "no-usage") note(`${dbPath} was written by a keygate without token usage`);
   else {
     try {

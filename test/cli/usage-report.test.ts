@@ -179,6 +179,12 @@ const BAD_INVOCATIONS: readonly { name: string; args: string[]; code: number; me
       message: /not a real date/,
     },
     {
+      name: "a duration back beyond any date",
+      args: ["--since", "999999999999d"],
+      code: 1,
+      message: /not a real date/,
+    },
+    {
       name: "a client id that cannot be one",
       args: ["--client", "Not An Id"],
       code: 1,
