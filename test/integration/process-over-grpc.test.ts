@@ -1,0 +1,361 @@
+/**
+ * ext_proc's Process over real gRPC: keygate's HTTP/2 server with the response-path service,
+ * called by grpc-js with Envoy's protos (as Envoy would: one stream per response, messages
+ * in the order Envoy sends them), and by raw HTTP/2 for what a broken or hostile peer sends.
+ * Usage goes to a sink in the test that collects what it is given.
+ */
+import http2 from "node:http2";
+import { Writable } from "node:stream";
+import { type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import anyTest, { type ExecutionContext, type TestFn } from "ava";
+import { createProcessService } from "../../server/extproc/process-service.js";
+import {
+  PROCESS_PATH,
+  type RunningGrpcServer,
+  startGrpcServer,
+} from "../../server/grpc/grpc-server.js";
+import { GRPC_PREFIX_BYTES } from "../../server/grpc/protobuf-wire.js";
+import { createLogger } from "../../server/logger.js";
+import type { TokenUsage } from "../../server/usage/token-usage.js";
+import {
+  externalProcessorService,
+  serializeProcessingRequest,
+  stringStruct,
+} from "../helpers/ext-proc-protos.js";
+
+const MAX_RECEIVE = 64 * 1024;
+const NAMESPACE = "envoy.filters.http.ext_authz";
+const SECRET_BODY = "invalid x-api-key sk-ant-api03-secret-in-provider-body";
+
+interface Context {
+  server: RunningGrpcServer;
+  recorded: { clientId: string; usage: TokenUsage }[];
+  logs: string[];
+  target: string;
+}
+
+const test = anyTest as TestFn<Context>;
+
+test.before(async (t) => {
+  const recorded: Context["recorded"] = [];
+  const logs: string[] = [];
+  const logger = createLogger(
+    "debug",
+    new Writable({
+      write(chunk, _encoding, done) {
+        logs.push(String(chunk));
+        done();
+      },
+    }),
+  );
+  const server = await startGrpcServer({
+    address: { kind: "tcp", host: "127.0.0.1", port: 0 },
+    maxReceiveBytes: MAX_RECEIVE,
+    check: () => {
+      throw new Error("no Checks in this test");
+    },
+    process: createProcessService({
+      usage: { record: (clientId, usage) => recorded.push({ clientId, usage }) },
+      logger,
+      now: () => Date.parse("2026-03-01T12:00:00Z"),
+    }),
+  });
+  Object.assign(t.context, { server, recorded, logs, target: `127.0.0.1:${server.port}` });
+});
+
+test.after.always(async (t) => {
+  await t.context.server?.drain(1000);
+});
+
+type Message = Record<string, unknown>;
+
+/** One Process call through grpc-js: send each request, collect the answers until the end. */
+async function exchange(
+  target: string,
+  requests: Message[],
+): Promise<{ answers: Message[]; code: number }> {
+  const Processor = makeGenericClientConstructor(externalProcessorService(), "ExternalProcessor");
+  const client = new Processor(target, credentials.createInsecure()) as unknown as {
+    Process(): ClientDuplexStream<Message, Message>;
+    close(): void;
+  };
+  const call = client.Process();
+  const answers: Message[] = [];
+  const ended = new Promise<number>((resolve) => {
+    call.on("data", (answer: Message) => answers.push(answer));
+    call.on("status", (status: { code: number }) => resolve(status.code));
+    call.on("error", () => {});
+  });
+  // Like Envoy, wait for each answer before sending the next message.
+  for (const request of requests) {
+    const before = answers.length;
+    call.write(request);
+    while (answers.length === before) await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  call.end();
+  const code = await ended;
+  client.close();
+  return { answers, code };
+}
+
+function metadata(fields: Record<string, string>): Message {
+  return { filter_metadata: { [NAMESPACE]: stringStruct(fields) } };
+}
+
+function responseHeaders(
+  headers: Record<string, string>,
+  auth: Record<string, string>,
+  endOfStream = false,
+): Message {
+  return {
+    response_headers: {
+      headers: {
+        headers: Object.entries(headers).map(([key, value]) => ({
+          key,
+          raw_value: Buffer.from(value),
+        })),
+      },
+      end_of_stream: endOfStream,
+    },
+    metadata_context: metadata(auth),
+    attributes: { "envoy.filters.http.ext_proc": stringStruct({ "request.id": "envoy-req-1" }) },
+  };
+}
+
+function body(text: string, endOfStream: boolean): Message {
+  return { response_body: { body: Buffer.from(text), end_of_stream: endOfStream } };
+}
+
+const KNOWN = { client_id: "acme", auth_mode: "known" };
+
+/** A mode override whose response body mode is NONE (0: proto3 leaves it off the wire). */
+function bodyNotWanted(t: ExecutionContext, answer: Message | undefined): void {
+  const mode = answer?.mode_override as Record<string, string> | undefined;
+  t.is(mode?.response_header_mode, "SEND", "a mode override is there");
+  t.is(mode?.response_body_mode ?? "NONE", "NONE");
+}
+
+test.serial("a held key's 401: an immediate AUTH_ERROR, then the call ends OK", async (t) => {
+  const { answers, code } = await exchange(t.context.target, [
+    responseHeaders(
+      { ":status": "401", "request-id": "req_1", "content-type": "application/json" },
+      KNOWN,
+    ),
+  ]);
+  t.is(code, 0);
+  t.is(answers[0]?.response, "immediate_response");
+  const immediate = answers[0]?.immediate_response as {
+    status: { code: string };
+    body: Buffer;
+    details: string;
+  };
+  t.is(immediate.status.code, "BadGateway");
+  t.like(JSON.parse(immediate.body.toString()), {
+    type: "AUTH_ERROR",
+    request_id: "envoy-req-1",
+    provider_request_id: "req_1",
+  });
+  t.is(immediate.details, "keygate_provider_error");
+});
+
+test.serial("a held key's 429: its body is buffered (mode override), then judged", async (t) => {
+  const quota = JSON.stringify({
+    error: { type: "insufficient_quota", code: "insufficient_quota", message: SECRET_BODY },
+  });
+  const { answers } = await exchange(t.context.target, [
+    responseHeaders(
+      { ":status": "429", "x-request-id": "req_2", "content-type": "application/json" },
+      KNOWN,
+    ),
+    body(quota, true),
+  ]);
+  t.is(answers[0]?.response, "response_headers");
+  t.like(answers[0]?.mode_override, { response_body_mode: "BUFFERED" });
+  const immediate = answers[1]?.immediate_response as { body: Buffer };
+  t.like(JSON.parse(immediate.body.toString()), { type: "BILLING", provider_request_id: "req_2" });
+  t.false(immediate.body.toString().includes("sk-ant"));
+});
+
+test.serial("bring-your-own and anonymous responses: CONTINUE and no body wanted", async (t) => {
+  for (const auth of [{ auth_mode: "byo" }, { auth_mode: "anonymous" }, {}] as Record<
+    string,
+    string
+  >[]) {
+    const { answers } = await exchange(t.context.target, [
+      responseHeaders({ ":status": "401", "content-type": "application/json" }, auth),
+    ]);
+    t.is(answers[0]?.response, "response_headers");
+    bodyNotWanted(t, answers[0]);
+    t.is(
+      (answers[0]?.response_headers as { response?: { header_mutation?: unknown } } | undefined)
+        ?.response?.header_mutation,
+      undefined,
+    );
+  }
+});
+
+test.serial(
+  "a streamed success: each chunk CONTINUE, usage reported once at the end",
+  async (t) => {
+    const before = t.context.recorded.length;
+    const events = [
+      'data: {"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":9,"output_tokens":1}}}\n\n',
+      'data: {"type":"message_delta","usage":{"output_tokens":4}}\n\n',
+    ];
+    const { answers } = await exchange(t.context.target, [
+      responseHeaders(
+        { ":status": "200", "content-type": "text/event-stream" },
+        { client_id: "ops", auth_mode: "internal" },
+      ),
+      body(events[0]?.slice(0, 30) ?? "", false),
+      body((events[0]?.slice(30) ?? "") + (events[1] ?? ""), false),
+      body("", true),
+    ]);
+    t.deepEqual(
+      answers.map((a) => a.response),
+      ["response_headers", "response_body", "response_body", "response_body"],
+    );
+    t.is(answers[0]?.mode_override, undefined, "the body stays STREAMED");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    t.deepEqual(t.context.recorded.slice(before), [
+      {
+        clientId: "ops",
+        usage: {
+          model: "claude-x",
+          inputTokens: 9,
+          outputTokens: 4,
+          cacheReadTokens: 0,
+          cacheWriteTokens: 0,
+        },
+      },
+    ]);
+  },
+);
+
+test.serial("a gzip-encoded success is not read", async (t) => {
+  const { answers } = await exchange(t.context.target, [
+    responseHeaders(
+      { ":status": "200", "content-type": "application/json", "content-encoding": "gzip" },
+      KNOWN,
+    ),
+  ]);
+  bodyNotWanted(t, answers[0]);
+});
+
+// ── Raw HTTP/2: what a broken or hostile peer sends ──────────────────────────────────
+
+function frame(message: Buffer, flag = 0): Buffer {
+  const prefix = Buffer.alloc(GRPC_PREFIX_BYTES);
+  prefix[0] = flag;
+  prefix.writeUInt32BE(message.length, 1);
+  return Buffer.concat([prefix, message]);
+}
+
+interface RawResult {
+  status: string | undefined;
+  data: Buffer;
+}
+
+function rawCall(
+  target: string,
+  write: (stream: http2.ClientHttp2Stream) => void,
+): Promise<RawResult> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://${target}`);
+    session.on("error", reject);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": PROCESS_PATH,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    const chunks: Buffer[] = [];
+    let status: string | undefined;
+    stream.on("response", (headers) => {
+      if (headers["grpc-status"] !== undefined) status = String(headers["grpc-status"]);
+    });
+    stream.on("trailers", (trailers) => {
+      status = String(trailers["grpc-status"]);
+    });
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.on("close", () => {
+      session.close();
+      resolve({ status, data: Buffer.concat(chunks) });
+    });
+    stream.on("error", () => {});
+    write(stream);
+  });
+}
+
+test.serial("messages split across DATA frames at every byte are read whole", async (t) => {
+  const message = frame(
+    serializeProcessingRequest(
+      responseHeaders({ ":status": "200", "content-type": "text/plain" }, KNOWN),
+    ),
+  );
+  const result = await rawCall(t.context.target, (stream) => {
+    let at = 0;
+    const next = () => {
+      if (at >= message.length) return stream.end();
+      stream.write(message.subarray(at, at + 1), next);
+      at++;
+    };
+    next();
+  });
+  t.is(result.status, "0");
+  t.true(result.data.length > GRPC_PREFIX_BYTES, "one answer came back");
+});
+
+test.serial("hostile frames end the call with a status, never the server", async (t) => {
+  const oversize = Buffer.alloc(GRPC_PREFIX_BYTES);
+  oversize.writeUInt32BE(MAX_RECEIVE + 1, 1);
+  const cases: [string, Buffer, string][] = [
+    ["compressed", frame(Buffer.from([0x1a, 0x00]), 1), "12"],
+    ["declared beyond the cap", oversize, "8"],
+    ["not protobuf", frame(Buffer.from([0xff, 0xff, 0xff])), "3"],
+    ["no part", frame(Buffer.alloc(0)), "3"],
+  ];
+  for (const [name, bytes, status] of cases) {
+    const result = await rawCall(t.context.target, (stream) => stream.end(bytes));
+    t.is(result.status, status, name);
+  }
+  // Still serving.
+  const { code } = await exchange(t.context.target, [
+    responseHeaders({ ":status": "204" }, KNOWN, true),
+  ]);
+  t.is(code, 0);
+});
+
+test.serial("a stream reset mid-body still reports the usage read so far", async (t) => {
+  const before = t.context.recorded.length;
+  await rawCall(t.context.target, (stream) => {
+    stream.write(
+      frame(
+        serializeProcessingRequest(
+          responseHeaders({ ":status": "200", "content-type": "text/event-stream" }, KNOWN),
+        ),
+      ),
+    );
+    stream.write(
+      frame(
+        serializeProcessingRequest(
+          body(
+            'data: {"type":"message_start","message":{"model":"m","usage":{"input_tokens":5,"output_tokens":1}}}\n',
+            false,
+          ),
+        ),
+      ),
+      () => setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), 50),
+    );
+  });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.like(t.context.recorded.slice(before), [
+    { clientId: "acme", usage: { inputTokens: 5, outputTokens: 1 } },
+  ]);
+});
+
+test.serial("nothing logged carries the provider's body or a key", (t) => {
+  const all = t.context.logs.join("");
+  t.true(all.includes("provider error answered"));
+  t.false(all.includes("sk-ant"));
+});
