@@ -229,6 +229,22 @@ test.serial(
       cache_read_tokens: 3,
       cache_write_tokens: 7,
     });
+    // And where operators see it: the usage counters on /metrics (the ledger's sink).
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${t.context.keygate.adminPort}/metrics`)
+    ).text();
+    for (const [kind, tokens] of [
+      ["input", 25],
+      ["output", 15],
+      ["cache_read", 3],
+      ["cache_write", 7],
+    ] as const)
+      t.true(
+        metrics.includes(
+          `keygate_usage_tokens_total{client="acme",model="claude-sonnet-4-5",kind="${kind}"} ${tokens}`,
+        ),
+        kind,
+      );
   },
 );
 
