@@ -248,14 +248,17 @@ export class RedisBudgetStore implements SharedBudgetStore {
     if (failure !== null) throw failure;
   }
 
-  /** An increment Redis confirmed: no longer queued, and its reply is the shared total. */
+  /**
+   * An increment Redis confirmed: no longer queued, and its reply is the shared total,
+   * kept for windows Check reads (the others would only pile up: #prune follows #watched).
+   */
   #applied(key: string, amount: number, total: number): void {
     const entry = this.#pending.get(key);
     if (entry !== undefined) {
       entry.amount -= amount;
       if (entry.amount <= 0) this.#pending.delete(key);
     }
-    this.#shared.set(key, total);
+    if (this.#watched.has(key)) this.#shared.set(key, total);
   }
 
   /** Windows past their expiry: Redis has dropped them, and so does the cache. */
