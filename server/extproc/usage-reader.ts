@@ -3,7 +3,7 @@
  * chunk, without holding it: the caller answers each chunk CONTINUE at once and feeds a
  * copy of what it needs here. Two formats:
  *   - JSON (application/json): a bounded copy (MAX_JSON_BYTES; larger bodies are not
- *     read) parsed at the end: Anthropic `usage.input_tokens/output_tokens/
+ *     read) searched at the end for its top-level fields (json-fields.ts): Anthropic `usage.input_tokens/output_tokens/
  *     cache_read_input_tokens/cache_creation_input_tokens`, OpenAI Chat Completions
  *     `usage.prompt_tokens/completion_tokens/prompt_tokens_details.cached_tokens`, OpenAI
  *     Responses `usage.input_tokens/output_tokens/input_tokens_details.cached_tokens`, and
@@ -19,6 +19,7 @@
  * input + cache read is what was sent, as with Anthropic.
  */
 import type { TokenUsage } from "../usage/token-usage.js";
+import { findModel, findUsageObject } from "./json-fields.js";
 
 /** JSON bodies above this are not copied (a completion with usage is a few KiB). */
 export const MAX_JSON_BYTES = 1024 * 1024;
@@ -135,11 +136,10 @@ function jsonReader(maxBytes: number): UsageReader {
       if (done === undefined) {
         done = {};
         if (size <= maxBytes && size > 0) {
-          try {
-            readObject(done, JSON.parse(Buffer.concat(chunks, size).toString("utf8")));
-          } catch {
-            // Not JSON after all: no usage.
-          }
+          // Two small fields of a body up to 1 MiB: found, not parsed whole (json-fields.ts).
+          const body = Buffer.concat(chunks, size);
+          const usage = findUsageObject(body);
+          if (usage !== undefined) readObject(done, { model: findModel(body), usage });
         }
         chunks = [];
       }

@@ -121,6 +121,56 @@ const FIXTURES: Fixture[] = [
     },
   },
   {
+    name: "Anthropic tool use: a tool input's own usage and model keys are not the response's",
+    contentType: "application/json",
+    body: JSON.stringify({
+      id: "msg_3",
+      type: "message",
+      role: "assistant",
+      model: "claude-opus-4-1",
+      content: [
+        { type: "text", text: 'quoting "usage": {"input_tokens": 999} and "model":"fake"' },
+        {
+          type: "tool_use",
+          name: "report",
+          input: { model: "fake", usage: { input_tokens: 999, output_tokens: 999 } },
+        },
+      ],
+      usage: { input_tokens: 21, output_tokens: 8 },
+    }),
+    expected: {
+      model: "claude-opus-4-1",
+      inputTokens: 21,
+      outputTokens: 8,
+      cacheReadTokens: 0,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
+    name: "OpenAI chat completion with keys after usage, pretty-printed",
+    contentType: "application/json",
+    body: JSON.stringify(
+      {
+        id: "c3",
+        object: "chat.completion",
+        model: "gpt-4.1-mini",
+        choices: [{ index: 0, message: { role: "assistant", content: "x" } }],
+        usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 },
+        service_tier: "default",
+        system_fingerprint: "fp_1",
+      },
+      null,
+      2,
+    ),
+    expected: {
+      model: "gpt-4.1-mini",
+      inputTokens: 9,
+      outputTokens: 3,
+      cacheReadTokens: 0,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
     name: "Anthropic stream (SSE): message_start, then cumulative message_delta",
     contentType: "text/event-stream",
     body: ANTHROPIC_STREAM,
@@ -273,6 +323,21 @@ test("a JSON body above the cap is not read (and not kept)", (t) => {
   reader?.push(Buffer.alloc(2000, 0x61));
   reader?.push(Buffer.from('"}'));
   t.is(reader?.result(), undefined);
+});
+
+test("a 1 MiB JSON body dense with small objects is read in a few ms, not parsed whole", (t) => {
+  const content = Array.from({ length: 27_000 }, (_, n) => ({ type: "text", text: "ab", n }));
+  const body = Buffer.from(
+    JSON.stringify({ model: "claude-x", content, usage: { input_tokens: 3, output_tokens: 4 } }),
+  );
+  t.true(body.length > 1_000_000 && body.length < 1024 * 1024, String(body.length));
+  const reader = createUsageReader("application/json");
+  for (let at = 0; at < body.length; at += 16_384) reader?.push(body.subarray(at, at + 16_384));
+  const started = performance.now();
+  const usage = reader?.result();
+  const elapsed = performance.now() - started;
+  t.like(usage, { model: "claude-x", inputTokens: 3, outputTokens: 4 });
+  t.true(elapsed < 5, `${elapsed.toFixed(2)} ms`);
 });
 
 test("hostile bodies never throw and stay fast", (t) => {
