@@ -74,5 +74,5 @@ test("a database migrated from an older schema keeps WAL and owner-only files", 
   const db = new Database(dbPath, { readonly: true });
   t.teardown(() => db.close());
   t.is(db.pragma("journal_mode", { simple: true }), "wal");
-  t.is(db.pragma("user_version", { simple: true }), 3);
+  t.is(db.pragma("user_version", { simple: true }), 4);
 });
