@@ -13,6 +13,7 @@
  *     type is `insufficient_quota` or whose code names a spend or credit limit.
  * A response whose shape cannot be told is read with both tables.
  */
+import { looksSecret } from "../crypto/secret-shapes.js";
 import { PROVIDER_ERROR_TYPES, type ProviderErrorType } from "../errors.js";
 
 /** A typed failure and what it carries besides its type. */
@@ -200,8 +201,14 @@ function providerRequestId(
 ): string | undefined {
   for (const name of table.requestIdHeaders) {
     const value = headers.get(name)?.trim();
-    // An upstream that echoes Envoy's x-request-id has told us nothing new.
-    if (value !== undefined && REQUEST_ID_PATTERN.test(value) && value !== envoyRequestId)
+    // An upstream that echoes Envoy's x-request-id has told us nothing new, and one that
+    // echoes a key in it must not have it passed on.
+    if (
+      value !== undefined &&
+      REQUEST_ID_PATTERN.test(value) &&
+      value !== envoyRequestId &&
+      !looksSecret(value)
+    )
       return value;
   }
   return undefined;

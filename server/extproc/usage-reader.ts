@@ -23,8 +23,8 @@ import { findModel, findUsageObject } from "./json-fields.js";
 
 /** JSON bodies above this are not copied (a completion with usage is a few KiB). */
 export const MAX_JSON_BYTES = 1024 * 1024;
-/** SSE lines above this are skipped (usage events are a few hundred bytes). */
-export const MAX_LINE_BYTES = 256 * 1024;
+/** SSE lines above this are skipped (usage events are a few hundred bytes; a 64 KiB line parses in about a ms). */
+export const MAX_LINE_BYTES = 64 * 1024;
 /** Model names are bounded before they reach a label or a ledger row. */
 const MAX_MODEL_CHARS = 200;
 

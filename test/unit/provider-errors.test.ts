@@ -173,6 +173,12 @@ const CASES: Case[] = [
     expected: { type: "AUTH_ERROR" },
   },
   {
+    name: "a request id shaped like a key or token is never passed on",
+    status: 401,
+    headers: { "request-id": "sk-ant-api03-echoed", "x-request-id": "kg_echoed" },
+    expected: { type: "AUTH_ERROR" },
+  },
+  {
     name: "500 passes",
     status: 500,
     headers: { "request-id": "req_x" },

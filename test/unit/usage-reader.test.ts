@@ -331,12 +331,16 @@ test("a 1 MiB JSON body dense with small objects is read in a few ms, not parsed
     JSON.stringify({ model: "claude-x", content, usage: { input_tokens: 3, output_tokens: 4 } }),
   );
   t.true(body.length > 1_000_000 && body.length < 1024 * 1024, String(body.length));
-  const reader = createUsageReader("application/json");
-  for (let at = 0; at < body.length; at += 16_384) reader?.push(body.subarray(at, at + 16_384));
-  const started = performance.now();
-  const usage = reader?.result();
-  const elapsed = performance.now() - started;
-  t.like(usage, { model: "claude-x", inputTokens: 3, outputTokens: 4 });
+  // The best of three: the bound is for the work, not for a busy machine's scheduling.
+  let elapsed = Number.POSITIVE_INFINITY;
+  for (let run = 0; run < 3; run++) {
+    const reader = createUsageReader("application/json");
+    for (let at = 0; at < body.length; at += 16_384) reader?.push(body.subarray(at, at + 16_384));
+    const started = performance.now();
+    const usage = reader?.result();
+    elapsed = Math.min(elapsed, performance.now() - started);
+    t.like(usage, { model: "claude-x", inputTokens: 3, outputTokens: 4 });
+  }
   t.true(elapsed < 5, `${elapsed.toFixed(2)} ms`);
 });
 
@@ -358,7 +362,8 @@ test("hostile bodies never throw and stay fast", (t) => {
         const started = performance.now();
         for (const chunk of chunks) reader?.push(Buffer.from(chunk));
         reader?.result();
-        t.true(performance.now() - started < 50);
+        // Loose: catches quadratic work, not a busy machine.
+        t.true(performance.now() - started < 200);
       },
     ),
     { numRuns: 500 },
