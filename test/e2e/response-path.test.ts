@@ -261,6 +261,23 @@ test.serial("usage of a JSON answer is read for an internal client too", async (
   });
 });
 
+test.serial("hostile-sized bodies pass intact; what is too large to read is skipped", async (t) => {
+  const sse = await send(t.context.envoy, "huge-sse");
+  t.is(sse.status, 200);
+  t.is(sse.body, scriptText("huge-sse"), "a 2 MiB SSE line and the events after it");
+  // The line above the cap is skipped; the usage events after it are still read.
+  t.like(await usageLine(t.context.keygate, "claude-huge-sse"), {
+    input_tokens: 25,
+    output_tokens: 15,
+  });
+  const json = await send(t.context.envoy, "huge-json");
+  t.is(json.status, 200);
+  t.is(json.body, scriptText("huge-json"), "a 3 MiB JSON answer");
+  // Above the 1 MiB copy: not read, and said nowhere as usage.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.false(t.context.keygate.logLines().some((line) => line.model === "claude-huge-json"));
+});
+
 test.serial("keygate logs neither the held key nor the provider's error body", (t) => {
   const output = t.context.keygate.output();
   t.false(output.includes(UPSTREAM_KEY));

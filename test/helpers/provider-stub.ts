@@ -136,6 +136,35 @@ export const SCRIPTS: Readonly<Record<string, Script>> = {
       },
     ],
   },
+  // Hostile-sized bodies: a 2 MiB SSE line before the usage events, a 3 MiB JSON answer.
+  "huge-sse": {
+    status: 200,
+    headers: { "content-type": "text/event-stream" },
+    parts: [
+      {
+        delayMs: 0,
+        text: `data: {"type":"content_block_delta","pad":"${"x".repeat(2 * 1024 * 1024)}"}\n\n`,
+      },
+      ...ANTHROPIC_SSE_EVENTS.map((text) => ({
+        delayMs: 0,
+        text: text.replace("claude-sonnet-4-5", "claude-huge-sse"),
+      })),
+    ],
+  },
+  "huge-json": {
+    status: 200,
+    headers: { "content-type": "application/json" },
+    parts: [
+      {
+        delayMs: 0,
+        text: JSON.stringify({
+          model: "claude-huge-json",
+          content: [{ type: "text", text: "y".repeat(3 * 1024 * 1024) }],
+          usage: { input_tokens: 1, output_tokens: 2 },
+        }),
+      },
+    ],
+  },
   "anthropic-sse": {
     status: 200,
     headers: {
