@@ -1,8 +1,10 @@
 /**
  * keygate's ext_proc service on the response path (Envoy's ExternalProcessor/Process, one
- * stream per HTTP response). Who the request was for comes from the dynamic metadata
- * keygate's own Check set (namespace envoy.filters.http.ext_authz, forwarded by Envoy's
- * metadata_options), never from anything the caller or the upstream sends:
+ * stream per HTTP response). Only answers from the upstream count (response.code_details
+ * via_upstream): Envoy's own replies pass through the filter too. Who the request was for
+ * comes from the dynamic metadata keygate's own Check set (namespace
+ * envoy.filters.http.ext_authz, forwarded by Envoy's metadata_options), never from anything
+ * the caller or the upstream sends:
  *   - auth_mode `known` (keygate swapped in a held key) and a provider failure: the
  *     response is replaced by a typed body (provider-errors.ts). When the body decides it
  *     (400/429: billing or not), the stream switches that one response to BUFFERED with
@@ -38,8 +40,11 @@ import { createUsageReader, type UsageReader } from "./usage-reader.js";
 
 /** The ext_authz filter's name: the namespace keygate's Check metadata lives in. */
 export const EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz";
-/** The attribute envoy.yaml asks for (response_attributes) to fill request_id. */
+/** The attributes envoy.yaml asks for (response_attributes): request_id, and who answered. */
 export const REQUEST_ID_ATTRIBUTE = "request.id";
+export const CODE_DETAILS_ATTRIBUTE = "response.code_details";
+/** response.code_details of an answer the upstream gave (anything else is Envoy's own reply). */
+const FROM_UPSTREAM = "via_upstream";
 /** Envoy's response code details for keygate's typed answers (access log). */
 export const PROVIDER_ERROR_DETAILS = "keygate_provider_error";
 
@@ -145,7 +150,10 @@ class ResponseStream implements StreamListener {
     const { headers } = request;
     const status = Number.parseInt(headers.get(":status") ?? "", 10);
     const hasBody = !request.endOfStream;
-    if (this.clientId === "") return SKIP_BODY;
+    // Envoy's own replies (keygate's denials, the rate limit's 429, a 503 with no upstream)
+    // pass through here too: they are neither provider errors nor billed.
+    const fromUpstream = request.attributes.get(CODE_DETAILS_ATTRIBUTE) === FROM_UPSTREAM;
+    if (this.clientId === "" || !fromUpstream) return SKIP_BODY;
     if (this.authMode === "known" && status >= 400) {
       const disposition = errorDisposition(status, hasBody && !contentEncoded(headers));
       const typed =

@@ -106,6 +106,7 @@ function responseHeaders(
   headers: Record<string, string>,
   auth: Record<string, string>,
   endOfStream = false,
+  details = "via_upstream",
 ): Message {
   return {
     response_headers: {
@@ -118,7 +119,12 @@ function responseHeaders(
       end_of_stream: endOfStream,
     },
     metadata_context: metadata(auth),
-    attributes: { "envoy.filters.http.ext_proc": stringStruct({ "request.id": "envoy-req-1" }) },
+    attributes: {
+      "envoy.filters.http.ext_proc": stringStruct({
+        "request.id": "envoy-req-1",
+        "response.code_details": details,
+      }),
+    },
   };
 }
 

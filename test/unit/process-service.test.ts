@@ -56,6 +56,12 @@ const messageArbitrary = fc.oneof(
       auth_mode: fc.constantFrom("known", "internal", "byo", "anonymous", ""),
     }),
     endOfStream: fc.boolean(),
+    details: fc.constantFrom(
+      "via_upstream",
+      "via_upstream",
+      "local_rate_limited",
+      "ext_authz_denied",
+    ),
   }),
   fc.record({ kind: fc.constant("body" as const), body: bodyArbitrary, endOfStream: fc.boolean() }),
   fc.record({
@@ -82,6 +88,9 @@ function encode(message: Generated): Buffer {
       end_of_stream: message.endOfStream,
     },
     metadata_context: { filter_metadata: { [NAMESPACE]: stringStruct(message.auth) } },
+    attributes: {
+      "envoy.filters.http.ext_proc": stringStruct({ "response.code_details": message.details }),
+    },
   });
 }
 
