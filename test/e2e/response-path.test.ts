@@ -14,7 +14,11 @@ import anyTest, { type TestFn } from "ava";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { PROVIDER_ERROR_TYPES } from "../../server/errors.js";
 import { readSchema } from "../../server/paths.js";
-import { registerTopologyTeardown, type TopologyContext } from "../helpers/e2e-topology.js";
+import {
+  accessLogLine,
+  registerTopologyTeardown,
+  type TopologyContext,
+} from "../helpers/e2e-topology.js";
 import {
   type EnvoyProcess,
   renderEnvoyConfig,
@@ -163,6 +167,11 @@ test.serial("a held key's 401 from the provider reaches the client as AUTH_ERROR
     request_id: received.headers["x-request-id"],
   });
   t.truthy(body.request_id);
+  // Envoy's access log says who answered: keygate's immediate response, not the provider.
+  const line = await accessLogLine(t.context.envoy, String(body.request_id));
+  t.log(`access log: ${line.status} ${line.response_code_details}`);
+  t.is(line.status, 502);
+  t.regex(String(line.response_code_details), /keygate_provider_error/);
 });
 
 test.serial("a held key's 429 becomes RATE_LIMIT with the provider's retry-after", async (t) => {
