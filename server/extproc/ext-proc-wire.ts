@@ -11,7 +11,6 @@ import {
   FIXED64,
   LENGTH_DELIMITED,
   VARINT,
-  WireError,
   WireReader,
   WireWriter,
 } from "../grpc/protobuf-wire.js";
@@ -364,5 +363,3 @@ export function encodeProcessingResponse(response: ProcessingResponse): Buffer {
   if (response.modeOverride !== undefined) writeMode(writer, response.modeOverride);
   return writer.framed();
 }
-
-export { WireError };
