@@ -66,7 +66,7 @@ function mode(responseBodyMode: number): ProcessingMode {
   };
 }
 
-/** Frozen answers: most messages get one of these, encoded once. */
+/** Answers encoded once at start-up: most messages get one of these. */
 const BODY_NOT_WANTED = mode(BodySendMode.NONE);
 const BUFFER_THE_BODY = mode(BodySendMode.BUFFERED);
 const CONTINUE: Record<Part, Buffer> = Object.fromEntries(
