@@ -239,7 +239,7 @@ clients:
   const result = await ws.run(["keystore", "check"]);
   t.is(result.code, 1);
   t.deepEqual(result.stdout.trimEnd().split("\n"), [
-    `${ws.keystore}:6:5: clients[0][<redacted>]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind)`,
-    `${ws.keystore}:7:5: clients[0][<redacted>]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind)`,
+    `${ws.keystore}:6:5: clients[0][<redacted>]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind, budget)`,
+    `${ws.keystore}:7:5: clients[0][<redacted>]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind, budget)`,
   ]);
 });

@@ -205,7 +205,7 @@ test("a provider key pasted as a field name is never on /keystore or in the log"
     t.is((await kg.running.reload()).result, "failed");
     const status = await keystoreStatus(kg.adminUrl);
     t.deepEqual(status.lastError?.issues, [
-      `${kg.keystorePath}:6:5: clients[0][<redacted>]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind)`,
+      `${kg.keystorePath}:6:5: clients[0][<redacted>]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind, budget)`,
     ]);
     t.false(
       kg.logs.some((line) => line.includes("sk-ant-api03")),

@@ -452,7 +452,7 @@ test("a huge key is reported cut short, and a huge value is read", (t) => {
   const key = `${CLIENT_HEAD}    ${huge}: 1\n`;
   t.true(timed(() => parseKeystore(key, options())) < STALL_MS);
   t.deepEqual(refused(t, key), [
-    'keystore.yaml:5:5: clients[0]["xxxxxxxxxxxxxxxx…"]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind)',
+    'keystore.yaml:5:5: clients[0]["xxxxxxxxxxxxxxxx…"]: unknown field (allowed: id, name, tokens, upstream_key, routes, models, disabled, kind, budget)',
   ]);
   const name = `${CLIENT_HEAD}    name: ${huge}\n`;
   t.is(parseKeystore(name, options()).keystore.clients[0]?.name?.length, huge.length);
