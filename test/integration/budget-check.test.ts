@@ -171,3 +171,23 @@ test("dry-run counts a spent budget as would_deny and lets the client through wi
   t.is(wouldDeny?.stringValue, "QUOTA_EXCEEDED");
   t.is(setHeaders(response)["x-client-id"], "metered", "passed as the client it is");
 });
+
+test("a Redis password never reaches keygate's log, /readyz or /keystore", async (t) => {
+  const password = "redis-pass-never-logged-7";
+  const redis = await startRedis({ password });
+  t.teardown(() => redis.stop());
+  const kg = await start(t, { env: { KEYGATE_USAGE_REDIS_URL: redis.url } });
+  t.is(await status(kg), 200);
+  await eventually(async () => (await metric(kg, "keygate_usage_redis_up")) === 1, "Redis is up");
+  await redis.kill();
+  await eventually(async () => (await metric(kg, "keygate_budget_degraded")) === 1, "degraded");
+  const readyz = await (await fetch(`${kg.adminUrl}/readyz`)).text();
+  const keystore = await (await fetch(`${kg.adminUrl}/keystore`)).text();
+  t.regex(keystore, new RegExp(`"target":"redis://127.0.0.1:${redis.port}/0"`));
+  for (const [where, text] of [
+    ["log", kg.logs.join("\n")],
+    ["/readyz", readyz],
+    ["/keystore", keystore],
+  ] as const)
+    t.false(text.includes(password), where);
+});
