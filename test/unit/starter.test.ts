@@ -69,7 +69,15 @@ test("starterKeystoreText is valid YAML for the given digest, with the project-r
 
 test("starterKeystoreText shows where the optional fields go", (t) => {
   const text = starterKeystoreText(hashToken("x"));
-  for (const field of ["upstream_key:", "routes:", "models:", "expires:", "kind:", "defaults:"]) {
+  for (const field of [
+    "upstream_key:",
+    "routes:",
+    "models:",
+    "expires:",
+    "kind:",
+    "budget:",
+    "defaults:",
+  ]) {
     t.regex(text, new RegExp(`#\\s*${field}`), field);
   }
 });

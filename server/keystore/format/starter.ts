@@ -50,6 +50,7 @@ clients:
     # models: [claude-sonnet-*]            # optional allow-list for the body's "model" (* globs)
     # disabled: false
     # kind: client                         # internal: allowed through without a key swap
+    # budget: {tokens: 100000, per: day}   # tokens per UTC day or month, then 429 until it resets
 `;
 }
 
