@@ -205,5 +205,5 @@ test("trailing comments stay with the client their indentation gives them to", (
   // The starter's commented-out fields stay at the client's indentation, after its fields,
   // so uncommenting one still gives a valid keystore.
   t.regex(text, /\n {4}disabled: true\n {4}# upstream_key: env:ANTHROPIC_API_KEY/);
-  t.regex(text, /\n {4}# kind: client[^\n]*\n {2}- id: next\n/);
+  t.regex(text, /\n {4}# budget: [^\n]*\n {2}- id: next\n/);
 });
