@@ -171,8 +171,9 @@ export class RedisBudgetStore implements SharedBudgetStore {
   async close(): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer);
     if (this.#soon !== null) clearTimeout(this.#soon);
+    // A sync in flight may have started before the last responses' usage: one more after it.
+    await this.#syncing;
     if (this.#state === "up") await this.sync();
-    else await this.#syncing;
     this.#closed = true;
     this.#redis.disconnect();
   }
