@@ -270,6 +270,24 @@ test.serial("usage of a JSON answer is read for an internal client too", async (
   });
 });
 
+test.serial(
+  "a caller asking for gzip still gets a body keygate can read: the upstream is asked for identity",
+  async (t) => {
+    for (const path of ["/v1/messages", "/byo/v1/messages"]) {
+      const before = t.context.provider.played.length;
+      const received = await send(t.context.envoy, "anthropic-json", {
+        path,
+        headers: { "accept-encoding": "gzip, br;q=1.0, *;q=0.5" },
+      });
+      t.is(received.status, 200, path);
+      t.is(received.body, scriptText("anthropic-json"), path);
+      const played = t.context.provider.played.slice(before);
+      t.is(played.length, 1, path);
+      t.is(played[0]?.headers["accept-encoding"], "identity", path);
+    }
+  },
+);
+
 test.serial("hostile-sized bodies pass intact; what is too large to read is skipped", async (t) => {
   const sse = await send(t.context.envoy, "huge-sse");
   t.is(sse.status, 200);
