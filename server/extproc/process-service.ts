@@ -135,6 +135,11 @@ class ResponseStream implements StreamListener {
     // Parts envoy.yaml does not send: let them through unchanged.
     else if (request.part !== undefined) this.call.send(CONTINUE[request.part]);
     else throw new WireError("ProcessingRequest carries no request or response part");
+    // Nothing more to read (the body skipped, answered in full, or at its end): keygate
+    // ends the call itself. Envoy then ignores the stream for the rest of the response,
+    // instead of resetting it when the response is over, which cost Node an error
+    // object with a stack trace per response.
+    if (request.endOfStream || this.plan.kind === "none") this.call.end();
   }
 
   /** A client that went away mid-stream was still billed for what the provider sent. */

@@ -73,6 +73,7 @@ type Message = Record<string, unknown>;
 async function exchange(
   target: string,
   requests: Message[],
+  { halfClose = true }: { halfClose?: boolean } = {},
 ): Promise<{ answers: Message[]; code: number }> {
   const Processor = makeGenericClientConstructor(externalProcessorService(), "ExternalProcessor");
   const client = new Processor(target, credentials.createInsecure()) as unknown as {
@@ -92,8 +93,13 @@ async function exchange(
     call.write(request);
     while (answers.length === before) await new Promise((resolve) => setTimeout(resolve, 2));
   }
-  call.end();
-  const code = await ended;
+  if (halfClose) call.end();
+  // Without the client's half-close, only keygate can end the call: give up after 2 s.
+  const code = await Promise.race([
+    ended,
+    new Promise<number>((resolve) => setTimeout(() => resolve(-1), 2000)),
+  ]);
+  call.cancel();
   client.close();
   return { answers, code };
 }
@@ -198,6 +204,57 @@ test.serial("bring-your-own and anonymous responses: CONTINUE and no body wanted
       undefined,
     );
   }
+});
+
+test.serial("keygate ends the call itself once the response needs nothing more", async (t) => {
+  const byo = await exchange(
+    t.context.target,
+    [
+      responseHeaders(
+        { ":status": "200", "content-type": "text/event-stream" },
+        { auth_mode: "byo" },
+      ),
+    ],
+    { halfClose: false },
+  );
+  t.is(byo.code, 0, "a skipped body: ended after the headers' answer");
+  const held401 = await exchange(
+    t.context.target,
+    [
+      responseHeaders(
+        { ":status": "401", "content-type": "application/json" },
+        { client_id: "acme", auth_mode: "known" },
+      ),
+    ],
+    { halfClose: false },
+  );
+  t.is(held401.answers[0]?.response, "immediate_response");
+  t.is(held401.code, 0, "an immediate answer: ended after it");
+  const streamed = await exchange(
+    t.context.target,
+    [
+      responseHeaders(
+        { ":status": "200", "content-type": "text/event-stream" },
+        { client_id: "ops", auth_mode: "internal" },
+      ),
+      body('data: {"type":"message_delta","usage":{"output_tokens":2}}\n\n', false),
+      body("", true),
+    ],
+    { halfClose: false },
+  );
+  t.is(streamed.answers.length, 3);
+  t.is(streamed.code, 0, "a body read to its end: ended after the last chunk's answer");
+  const open = await exchange(
+    t.context.target,
+    [
+      responseHeaders(
+        { ":status": "200", "content-type": "text/event-stream" },
+        { client_id: "ops", auth_mode: "internal" },
+      ),
+    ],
+    { halfClose: false },
+  );
+  t.is(open.code, -1, "a body still to come: the call stays open");
 });
 
 test.serial(
