@@ -190,7 +190,8 @@ const RESPONSE_PARAMS: ResponseParams = QUICK
       deltaIntervalMs: 5,
       checkRate: 200,
       warmupRequests: 500,
-      repetitions: 3,
+      // Five pairs: one run's p50 moves by milliseconds on this shared machine.
+      repetitions: 5,
     };
 
 const SECTIONS = ["check", "scale", "hot-path", "hostile", "envoy", "response"] as const;
@@ -510,11 +511,18 @@ function responseMarkdown(response: ResponseSectionResult): string {
     return `## Response path (issue 11)\n\nSkipped: ${response.skipped}.\n`;
   }
   const p = response.params;
+  const [off, on] = response.configurations;
+  const added =
+    off?.keygateCpuUsPerResponse == null || on?.keygateCpuUsPerResponse == null
+      ? "n/a"
+      : `${round(on.keygateCpuUsPerResponse - off.keygateCpuUsPerResponse, 0)} µs`;
   return `## Response path (issue 11)
 
-Envoy ${response.envoyVersion} from the pip wheel running envoy/envoy.yaml (the access log and the per-client rate limit removed) in front of a provider stub in the bench process that streams an Anthropic Messages completion as Server-Sent Events: message_start at once, ${p.deltas} content deltas ${p.deltaIntervalMs} ms apart, message_delta with the usage, message_stop. Two configurations interleaved × ${p.repetitions}: ext_authz alone (the ext_proc filter removed) and ext_authz + ext_proc as shipped, both against the same \`keygate serve\` (one client with a sealed upstream key). ${p.rate} streamed requests/s on a fixed schedule for ${p.seconds} s over keep-alive HTTP/1.1, each time counted from its scheduled send; meanwhile ${p.checkRate} Checks/s go straight to keygate's gRPC port (one HTTP/2 connection) and their latency is the "direct Check" column. keygate's CPU from /proc over each run ÷ streamed responses (so it includes each response's own Check through Envoy and the side Checks, alike in both configurations: the difference is the response path's cost). ${p.warmupRequests} warm-up requests per configuration; medians of the runs. Usage tokens keygate counted over the section (keygate_usage_tokens_total): ${response.usageTokensRecorded ?? "n/a"}.
+Envoy ${response.envoyVersion} from the pip wheel running envoy/envoy.yaml (the access log and the per-client rate limit removed) in front of a provider stub in the bench process that streams an Anthropic Messages completion as Server-Sent Events: message_start at once, ${p.deltas} content deltas ${p.deltaIntervalMs} ms apart, message_delta with the usage, message_stop. Two configurations interleaved × ${p.repetitions} (ext_authz alone, then the shipped one, each pair back to back; the targets take the median of the pairs' differences): ext_authz alone (the ext_proc filter removed) and ext_authz + ext_proc as shipped, both against the same \`keygate serve\` (one client with a sealed upstream key). ${p.rate} streamed requests/s on a fixed schedule for ${p.seconds} s over keep-alive HTTP/1.1, each time counted from its scheduled send; meanwhile ${p.checkRate} Checks/s go straight to keygate's gRPC port (one HTTP/2 connection) and their latency is the "direct Check" column. keygate's CPU from /proc over each run ÷ streamed responses (so it includes each response's own Check through Envoy and the side Checks, alike in both configurations: the difference is the response path's cost). ${p.warmupRequests} warm-up requests per configuration; medians of the runs. Usage tokens keygate counted over the section (keygate_usage_tokens_total): ${response.usageTokensRecorded ?? "n/a"}.
 
 ${markdownTable(responseTable(response))}
+
+keygate CPU the response path adds per streamed response (ext_proc on minus off, medians): **${added}**, for one headers message and one per body chunk Envoy reads (the stub writes ${p.deltas + 3} events apart in time, so about that many).
 `;
 }
 
