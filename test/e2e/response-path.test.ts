@@ -14,6 +14,7 @@ import anyTest, { type TestFn } from "ava";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { PROVIDER_ERROR_TYPES } from "../../server/errors.js";
 import { readSchema } from "../../server/paths.js";
+import { runKeygate } from "../cli/run-keygate.js";
 import {
   accessLogLine,
   registerTopologyTeardown,
@@ -303,6 +304,34 @@ test.serial("hostile-sized bodies pass intact; what is too large to read is skip
   // Above the 1 MiB copy: not read, and said nowhere as usage.
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.false(t.context.keygate.logLines().some((line) => line.model === "claude-huge-json"));
+});
+
+test.serial("the usage lands in SQLite, where keygate usage reports it", async (t) => {
+  // The ledger writes every 5 s; keygate usage reads the database the server writes.
+  const db = path.join(t.context.dir ?? "", "keystore.db");
+  let report: { usage: Record<string, unknown>[] } | undefined;
+  for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
+    const result = await runKeygate(["usage", "--json", "--client", "ops-bot"], {
+      env: { KEYGATE_DB: db },
+    });
+    t.is(result.code, 0, result.stderr);
+    report = JSON.parse(result.stdout) as { usage: Record<string, unknown>[] };
+    if (report.usage.length > 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  // The internal client's one JSON answer, exactly as the provider reported it.
+  t.deepEqual(report?.usage, [
+    {
+      client: "ops-bot",
+      model: "claude-haiku-4-5",
+      requests: 1,
+      input_tokens: 11,
+      output_tokens: 4,
+      cache_read_tokens: 0,
+      cache_write_tokens: 0,
+      total_tokens: 15,
+    },
+  ]);
 });
 
 test.serial("keygate logs neither the held key nor the provider's error body", (t) => {
