@@ -124,7 +124,11 @@ export async function startKeygate(
       budgets: budgets.counters,
       throttle: createThrottleGuard(config.throttle, { logger, metrics }),
     }),
-    process: createProcessService({ usage: tokenUsage, logger }),
+    process: createProcessService({
+      usage: tokenUsage,
+      logger,
+      onProviderError: (type) => metrics.providerErrors.inc({ type }),
+    }),
   });
   logGrpcTransport(logger, config.grpcAddress, tls);
   const admin = await startAdminServer({

@@ -24,6 +24,8 @@ export interface Metrics {
   readonly lastReload: Gauge;
   /** Checks refused by brute-force throttling, without a lookup. */
   readonly throttledChecks: Counter;
+  /** Held keys' provider failures answered with a typed body (the response path), by type. */
+  readonly providerErrors: Counter<"type">;
   /** Names the function the tracked-sources gauge reads at each scrape. */
   watchThrottleSources(count: () => number): void;
 }
@@ -110,6 +112,12 @@ export function createMetrics(): Metrics {
     throttledChecks: new Counter({
       name: "keygate_throttled_checks_total",
       help: "Checks answered 429 RATE_LIMITED without a lookup: too many failed credentials from their source.",
+      registers: [registry],
+    }),
+    providerErrors: new Counter({
+      name: "keygate_provider_errors_total",
+      help: "Provider failures of held keys that keygate answered with a typed body, by type (AUTH_ERROR, RATE_LIMIT, BILLING).",
+      labelNames: ["type"] as const,
       registers: [registry],
     }),
     watchThrottleSources(count) {

@@ -17,6 +17,7 @@
  * Nothing here can fail a response: whatever keygate cannot read, it lets through.
  */
 
+import type { ProviderErrorType } from "../errors.js";
 import type { StreamCall, StreamHandler, StreamListener } from "../grpc/grpc-stream.js";
 import { WireError } from "../grpc/protobuf-wire.js";
 import type { Logger } from "../logger.js";
@@ -51,6 +52,8 @@ export const PROVIDER_ERROR_DETAILS = "keygate_provider_error";
 export interface ProcessServiceOptions {
   readonly usage: UsageSink;
   readonly logger: Logger;
+  /** Counts each typed answer (metrics.ts: keygate_provider_errors_total). */
+  readonly onProviderError?: (type: ProviderErrorType) => void;
   /** Clock for usage timestamps and retry-after dates (ms since the epoch). */
   readonly now?: () => number;
 }
@@ -112,6 +115,7 @@ function contentEncoded(headers: ReadonlyMap<string, string>): boolean {
 interface Context {
   readonly usage: UsageSink;
   readonly logger: Logger;
+  readonly onProviderError: (type: ProviderErrorType) => void;
   readonly now: () => number;
 }
 
@@ -209,6 +213,7 @@ class ResponseStream implements StreamListener {
     const failure = classifyProviderError(status, headers, body, now(), this.requestId);
     if (failure === undefined) return undefined;
     const answer = providerErrorResponse(failure, this.requestId);
+    this.context.onProviderError(failure.type);
     logger.info(
       {
         client_id: this.clientId,
@@ -252,6 +257,7 @@ export function createProcessService(options: ProcessServiceOptions): StreamHand
   const context: Context = {
     usage: options.usage,
     logger: options.logger,
+    onProviderError: options.onProviderError ?? (() => {}),
     now: options.now ?? Date.now,
   };
   return (call) => new ResponseStream(call, context);

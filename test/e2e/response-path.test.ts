@@ -173,6 +173,11 @@ test.serial("a held key's 401 from the provider reaches the client as AUTH_ERROR
   t.log(`access log: ${line.status} ${line.response_code_details}`);
   t.is(line.status, 502);
   t.regex(String(line.response_code_details), /keygate_provider_error/);
+  // And operators can count them.
+  const metrics = await (
+    await fetch(`http://127.0.0.1:${t.context.keygate.adminPort}/metrics`)
+  ).text();
+  t.regex(metrics, /^keygate_provider_errors_total\{type="AUTH_ERROR"\} [1-9]/m);
 });
 
 test.serial("a held key's 429 becomes RATE_LIMIT with the provider's retry-after", async (t) => {
