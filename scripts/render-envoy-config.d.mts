@@ -23,8 +23,8 @@ export interface RenderEnvoyOptions extends EnvoyPorts {
   /** Replaces the per-client bucket of the local rate limit (e.g. a tight one for a test). */
   readonly perClientRateLimit?: TokenBucket;
   /**
-   * The keygate cluster's `transport_socket` (e.g. an UpstreamTlsContext for mutual TLS,
-   * as commented in envoy.yaml); plaintext when absent.
+   * The `transport_socket` of keygate's two clusters (e.g. an UpstreamTlsContext for
+   * mutual TLS, as commented in envoy.yaml); plaintext when absent.
    */
   readonly keygateTransportSocket?: Readonly<Record<string, unknown>>;
   /** The file to render; envoy/envoy.yaml by default. */

@@ -1,6 +1,7 @@
 /**
  * Renders envoy/envoy.yaml for a run on one machine: the listener, the admin interface and
- * the `keygate` / `apollo` cluster endpoints move to 127.0.0.1 and the given ports.
+ * the `keygate`, `keygate_response_path` and `apollo` cluster endpoints move to 127.0.0.1
+ * and the given ports.
  * Everything else (filters, local replies, health checks, routes) stays what users run.
  * Shared by `npm run stack` and the e2e tests (test/helpers/envoy.ts re-exports it), so
  * the native stack and the tests never drift from the shipped file or from each other.
@@ -132,10 +133,17 @@ export function renderEnvoyConfig(options) {
     "listener address",
     options.listenPort,
   );
-  rewriteClusters(doc, { keygate: options.keygatePort, apollo: options.upstreamPort });
+  rewriteClusters(doc, {
+    keygate: options.keygatePort,
+    keygate_response_path: options.keygatePort,
+    apollo: options.upstreamPort,
+  });
   if (options.perClientRateLimit !== undefined) setPerClientBucket(doc, options.perClientRateLimit);
-  if (options.keygateTransportSocket !== undefined)
-    setClusterField(doc, "keygate", "transport_socket", options.keygateTransportSocket);
+  if (options.keygateTransportSocket !== undefined) {
+    // Both of keygate's clusters: the Checks' and the response path's.
+    for (const cluster of ["keygate", "keygate_response_path"])
+      setClusterField(doc, cluster, "transport_socket", options.keygateTransportSocket);
+  }
   // lineWidth 0: never fold long strings such as the access log format operators.
   return doc.toString({ lineWidth: 0 });
 }

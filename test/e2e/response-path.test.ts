@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Ajv } from "ajv";
 import anyTest, { type TestFn } from "ava";
+import { parseDocument } from "yaml";
 import { hashToken } from "../../server/crypto/token-hash.js";
 import { PROVIDER_ERROR_TYPES } from "../../server/errors.js";
 import { readSchema } from "../../server/paths.js";
@@ -338,6 +339,49 @@ test.serial("the usage lands in SQLite, where keygate usage reports it", async (
     },
   ]);
 });
+
+test.serial(
+  "open response streams never use up the Checks' cluster: a new request is still authorized",
+  async (t) => {
+    // The Checks' cluster squeezed to 2 requests + 2 pending: if the response path's
+    // streams shared it (as they did), the 8 held open below would make the next
+    // request's Check overflow and fail closed with 503.
+    const doc = parseDocument(
+      renderEnvoyConfig({
+        listenPort: 0,
+        adminPort: 0,
+        keygatePort: t.context.keygate.grpcPort,
+        upstreamPort: t.context.provider.port,
+      }),
+    );
+    const clusters = doc.getIn(["static_resources", "clusters"]) as {
+      toJSON(): { name: string }[];
+    };
+    const index = clusters.toJSON().findIndex((cluster) => cluster.name === "keygate");
+    doc.setIn(
+      ["static_resources", "clusters", index, "circuit_breakers"],
+      doc.createNode({ thresholds: [{ max_requests: 2, max_pending_requests: 2 }] }),
+    );
+    const envoy = await startEnvoy({ config: doc.toString({ lineWidth: 0 }) });
+    try {
+      const streams: Promise<Received>[] = [];
+      for (let held = 0; held < 8; held++) {
+        streams.push(send(envoy, "anthropic-sse"));
+        // One Check at a time: each is done in milliseconds; the streams stay open ~1 s.
+        await new Promise((resolve) => setTimeout(resolve, 40));
+      }
+      const next = await send(envoy, "anthropic-json");
+      t.is(next.status, 200, next.body);
+      t.is(next.body, scriptText("anthropic-json"));
+      for (const stream of await Promise.all(streams)) {
+        t.is(stream.status, 200);
+        t.is(stream.body, scriptText("anthropic-sse"));
+      }
+    } finally {
+      await envoy.stop();
+    }
+  },
+);
 
 test.serial("keygate logs neither the held key nor the provider's error body", (t) => {
   const output = t.context.keygate.output();
