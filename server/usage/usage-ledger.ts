@@ -17,6 +17,15 @@ import type { DailyUsage } from "./usage-table.js";
  * dropped and counted; rows already held keep adding up.
  */
 export const MAX_PENDING_ROWS = 100_000;
+/**
+ * Models kept apart per client and UTC day; further ones add up under OTHER_MODELS. The
+ * model comes from the response, which an OpenAI-compatible upstream may echo from the
+ * request: unbounded, one client could make a row (and a `keygate usage` line) per string
+ * it sends.
+ */
+export const MAX_MODELS_PER_CLIENT_DAY = 50;
+/** Where a client's models past the bound are counted; never a real (normalized) model id. */
+export const OTHER_MODELS = "(other)";
 /** Consecutive failed flushes (at the 5 s interval, about a minute) before a warning. */
 const FAILURES_BEFORE_WARNING = 12;
 
@@ -50,6 +59,9 @@ export class UsageLedger implements UsageSink {
   private readonly maxPendingRows: number;
   private failures = 0;
   private dropped = 0;
+  /** Each client's distinct models on `modelsDay` (only today's are kept). */
+  private modelsToday = new Map<string, Set<string>>();
+  private modelsDay = "";
 
   constructor(
     private readonly writer: UsageBatchWriter,
@@ -63,8 +75,8 @@ export class UsageLedger implements UsageSink {
 
   /** Adds one response's usage to the batch; O(1), no I/O. */
   record(clientId: string, usage: TokenUsage, now: number): void {
-    const model = normalizeModel(usage.model);
     const day = this.clock.dayOf(now);
+    const model = this.boundedModel(clientId, normalizeModel(usage.model), day);
     const key = `${clientId}\0${model}\0${day}`;
     let row = this.pending.get(key);
     if (row === undefined) {
@@ -80,6 +92,23 @@ export class UsageLedger implements UsageSink {
     row.outputTokens += count(usage.outputTokens);
     row.cacheReadTokens += count(usage.cacheReadTokens);
     row.cacheWriteTokens += count(usage.cacheWriteTokens);
+  }
+
+  /** `model`, or OTHER_MODELS once the client has MAX_MODELS_PER_CLIENT_DAY others today. */
+  private boundedModel(clientId: string, model: string, day: string): string {
+    if (day !== this.modelsDay) {
+      this.modelsToday.clear();
+      this.modelsDay = day;
+    }
+    let models = this.modelsToday.get(clientId);
+    if (models === undefined) {
+      models = new Set();
+      this.modelsToday.set(clientId, models);
+    }
+    if (models.has(model)) return model;
+    if (models.size >= MAX_MODELS_PER_CLIENT_DAY) return OTHER_MODELS;
+    models.add(model);
+    return model;
   }
 
   /** Rows waiting for the next flush. */

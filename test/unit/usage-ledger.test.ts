@@ -6,7 +6,12 @@ import { Writable } from "node:stream";
 import test from "ava";
 import { createLogger } from "../../server/logger.js";
 import type { TokenUsage } from "../../server/usage/token-usage.js";
-import { type UsageBatchWriter, UsageLedger } from "../../server/usage/usage-ledger.js";
+import {
+  MAX_MODELS_PER_CLIENT_DAY,
+  OTHER_MODELS,
+  type UsageBatchWriter,
+  UsageLedger,
+} from "../../server/usage/usage-ledger.js";
 import type { DailyUsage } from "../../server/usage/usage-table.js";
 
 const NOON = Date.parse("2026-12-03T12:00:00Z");
@@ -187,4 +192,34 @@ test("odd counts and model names from a provider are stored bounded", (t) => {
   t.regex(odd?.model ?? "", /^bad__model__x+$/);
   t.like(odd, { inputTokens: 0, outputTokens: 0, cacheReadTokens: 2, cacheWriteTokens: 1 });
   t.is(empty?.model, "unknown");
+});
+
+test("a client's models past the daily bound add up under (other); others and the next day are unaffected", (t) => {
+  const writer = new ListWriter();
+  const { ledger: l } = ledger(t, writer);
+  const extra = 7;
+  for (let index = 0; index < MAX_MODELS_PER_CLIENT_DAY + extra; index++) {
+    l.record("echo", usage(`model-${index}`, 1, 1), NOON);
+  }
+  l.record("echo", usage("model-0", 1, 1), NOON + 1);
+  l.record("other-client", usage("model-99", 1, 1), NOON + 2);
+  l.record("echo", usage("model-99", 1, 1), MIDNIGHT);
+  l.flush();
+  const rows = writer.batches.flat();
+  const echoToday = rows.filter((row) => row.clientId === "echo" && row.day === "2026-12-03");
+  t.is(echoToday.length, MAX_MODELS_PER_CLIENT_DAY + 1);
+  t.like(
+    echoToday.find((row) => row.model === OTHER_MODELS),
+    { requests: extra, inputTokens: extra },
+  );
+  t.like(
+    echoToday.find((row) => row.model === "model-0"),
+    { requests: 2 },
+  );
+  t.truthy(rows.find((row) => row.clientId === "other-client" && row.model === "model-99"));
+  t.truthy(
+    rows.find(
+      (row) => row.clientId === "echo" && row.day === "2026-12-04" && row.model === "model-99",
+    ),
+  );
 });
