@@ -128,6 +128,7 @@ export async function startKeygate(
       usage: tokenUsage,
       logger,
       onProviderError: (type) => metrics.providerErrors.inc({ type }),
+      onUsageMissing: (reason) => metrics.usageMissing.inc({ reason }),
     }),
   });
   logGrpcTransport(logger, config.grpcAddress, tls);

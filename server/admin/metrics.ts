@@ -26,6 +26,8 @@ export interface Metrics {
   readonly throttledChecks: Counter;
   /** Held keys' provider failures answered with a typed body (the response path), by type. */
   readonly providerErrors: Counter<"type">;
+  /** Authenticated successes whose usage went uncounted (the response path), by reason. */
+  readonly usageMissing: Counter<"reason">;
   /** Names the function the tracked-sources gauge reads at each scrape. */
   watchThrottleSources(count: () => number): void;
 }
@@ -118,6 +120,12 @@ export function createMetrics(): Metrics {
       name: "keygate_provider_errors_total",
       help: "Provider failures of held keys that keygate answered with a typed body, by type (AUTH_ERROR, RATE_LIMIT, BILLING).",
       labelNames: ["type"] as const,
+      registers: [registry],
+    }),
+    usageMissing: new Counter({
+      name: "keygate_usage_missing_total",
+      help: "Successful responses to authenticated clients whose token usage was not counted: encoded (a compressed body) or not_found (read, no usage in it).",
+      labelNames: ["reason"] as const,
       registers: [registry],
     }),
     watchThrottleSources(count) {

@@ -54,6 +54,8 @@ export interface ProcessServiceOptions {
   readonly logger: Logger;
   /** Counts each typed answer (metrics.ts: keygate_provider_errors_total). */
   readonly onProviderError?: (type: ProviderErrorType) => void;
+  /** Counts each authenticated success whose usage went uncounted (keygate_usage_missing_total). */
+  readonly onUsageMissing?: (reason: UsageMissingReason) => void;
   /** Clock for usage timestamps and retry-after dates (ms since the epoch). */
   readonly now?: () => number;
 }
@@ -112,10 +114,18 @@ function contentEncoded(headers: ReadonlyMap<string, string>): boolean {
   return encoding !== "" && encoding !== "identity";
 }
 
+/**
+ * Why an authenticated client's successful response left no usage: its body was
+ * content-encoded (not read), or it was read and held none (an endpoint without usage, an
+ * OpenAI stream without stream_options.include_usage, a body too large to read).
+ */
+export type UsageMissingReason = "encoded" | "not_found";
+
 interface Context {
   readonly usage: UsageSink;
   readonly logger: Logger;
   readonly onProviderError: (type: ProviderErrorType) => void;
+  readonly onUsageMissing: (reason: UsageMissingReason) => void;
   readonly now: () => number;
 }
 
@@ -173,13 +183,18 @@ class ResponseStream implements StreamListener {
         return HOLD_BODY;
       }
     }
-    const readable =
+    const billable =
       (this.authMode === "known" || this.authMode === "internal") &&
       status >= 200 &&
       status < 300 &&
-      hasBody &&
-      !contentEncoded(headers);
-    const reader = readable ? createUsageReader(headers.get("content-type") ?? "") : undefined;
+      hasBody;
+    // envoy.yaml asks the upstream for identity bodies; one that compresses anyway escapes
+    // counting, and operators should see that.
+    if (billable && contentEncoded(headers)) this.context.onUsageMissing("encoded");
+    const reader =
+      billable && !contentEncoded(headers)
+        ? createUsageReader(headers.get("content-type") ?? "")
+        : undefined;
     if (reader === undefined) return SKIP_BODY;
     this.plan = { kind: "usage", reader };
     return CONTINUE.response_headers;
@@ -236,7 +251,10 @@ class ResponseStream implements StreamListener {
     if (this.reported || this.plan.kind !== "usage") return;
     this.reported = true;
     const read = this.plan.reader.result();
-    if (read === undefined) return;
+    if (read === undefined) {
+      this.context.onUsageMissing("not_found");
+      return;
+    }
     this.context.usage.record(this.clientId, read, this.context.now());
     this.context.logger.debug(
       {
@@ -258,6 +276,7 @@ export function createProcessService(options: ProcessServiceOptions): StreamHand
     usage: options.usage,
     logger: options.logger,
     onProviderError: options.onProviderError ?? (() => {}),
+    onUsageMissing: options.onUsageMissing ?? (() => {}),
     now: options.now ?? Date.now,
   };
   return (call) => new ResponseStream(call, context);

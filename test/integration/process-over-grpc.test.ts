@@ -30,6 +30,8 @@ const SECRET_BODY = "invalid x-api-key sk-ant-api03-secret-in-provider-body";
 interface Context {
   server: RunningGrpcServer;
   recorded: { clientId: string; usage: TokenUsage }[];
+  /** What onUsageMissing was told, in order. */
+  missing: string[];
   logs: string[];
   target: string;
 }
@@ -38,6 +40,7 @@ const test = anyTest as TestFn<Context>;
 
 test.before(async (t) => {
   const recorded: Context["recorded"] = [];
+  const missing: string[] = [];
   const logs: string[] = [];
   const logger = createLogger(
     "debug",
@@ -56,11 +59,18 @@ test.before(async (t) => {
     },
     process: createProcessService({
       usage: { record: (clientId, usage) => recorded.push({ clientId, usage }) },
+      onUsageMissing: (reason) => missing.push(reason),
       logger,
       now: () => Date.parse("2026-03-01T12:00:00Z"),
     }),
   });
-  Object.assign(t.context, { server, recorded, logs, target: `127.0.0.1:${server.port}` });
+  Object.assign(t.context, {
+    server,
+    recorded,
+    missing,
+    logs,
+    target: `127.0.0.1:${server.port}`,
+  });
 });
 
 test.after.always(async (t) => {
@@ -295,7 +305,8 @@ test.serial(
   },
 );
 
-test.serial("a gzip-encoded success is not read", async (t) => {
+test.serial("a gzip-encoded success is not read, and counted as missing usage", async (t) => {
+  const before = t.context.missing.length;
   const { answers } = await exchange(t.context.target, [
     responseHeaders(
       { ":status": "200", "content-type": "application/json", "content-encoding": "gzip" },
@@ -303,6 +314,19 @@ test.serial("a gzip-encoded success is not read", async (t) => {
     ),
   ]);
   bodyNotWanted(t, answers[0]);
+  t.deepEqual(t.context.missing.slice(before), ["encoded"]);
+});
+
+test.serial("a stream that never reports usage is counted as missing usage", async (t) => {
+  const before = t.context.missing.length;
+  const recordedBefore = t.context.recorded.length;
+  // An OpenAI stream sent without stream_options.include_usage: no usage chunk.
+  await exchange(t.context.target, [
+    responseHeaders({ ":status": "200", "content-type": "text/event-stream" }, KNOWN),
+    body('data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n', true),
+  ]);
+  t.is(t.context.recorded.length, recordedBefore);
+  t.deepEqual(t.context.missing.slice(before), ["not_found"]);
 });
 
 // ── Raw HTTP/2: what a broken or hostile peer sends ──────────────────────────────────
