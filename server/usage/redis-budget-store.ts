@@ -32,6 +32,12 @@ const SYNC_INTERVAL_MS = 1000;
 const MAX_PENDING = 100_000;
 /** Windows whose totals are fetched each sync; a bound on a keystore of many active budgeted clients. */
 const MAX_WATCHED = 100_000;
+/**
+ * Increments per pipeline. A backlog queued during an outage goes out over several
+ * pushes, each well inside the command timeout: a pipeline that times out after Redis
+ * applied it is sent again, which over-counts.
+ */
+const MAX_INCREMENTS_PER_PUSH = 5000;
 const MGET_CHUNK = 1000;
 const REDIS_TIMEOUT_MS = 2000;
 
@@ -220,11 +226,13 @@ export class RedisBudgetStore implements SharedBudgetStore {
     this.#epoch = epoch;
   }
 
-  /** INCRBY + PEXPIREAT for every queued increment, then MGET of every watched window, in one pipeline. */
+  /** INCRBY + PEXPIREAT for up to MAX_INCREMENTS_PER_PUSH queued increments, then MGET of every watched window, in one pipeline. */
   async #pushAndFetch(): Promise<void> {
-    const batch = [...this.#pending].map(
-      ([key, entry]) => [key, entry.amount, entry.expiresAt] as const,
-    );
+    const batch: (readonly [key: string, amount: number, expiresAt: number])[] = [];
+    for (const [key, entry] of this.#pending) {
+      if (batch.length === MAX_INCREMENTS_PER_PUSH) break;
+      batch.push([key, entry.amount, entry.expiresAt]);
+    }
     const watched = [...this.#watched.keys()];
     const pipeline = this.#redis.pipeline();
     for (const [key, amount, expiresAt] of batch)
