@@ -68,9 +68,12 @@ export function findUsageObject(body: Buffer): Record<string, unknown> | undefin
   return undefined;
 }
 
-/** The first `model` string key of a JSON body (the top-level one), or undefined. */
-export function findModel(body: Buffer): string | undefined {
-  const key = '"model":';
+/**
+ * The first `key` string member of a JSON text (the top-level one: see above), or undefined.
+ * `cut`: the text is only the start of a body (a head), so a value that runs past its end
+ * ends the search (a later candidate would be a nested key, not the top-level one).
+ */
+function firstString(body: Buffer, key: string, cut: boolean): string | undefined {
   let from = 0;
   for (let tries = 0; tries < MAX_CANDIDATES; tries++) {
     const at = body.indexOf(key, from);
@@ -78,11 +81,136 @@ export function findModel(body: Buffer): string | undefined {
     from = at + key.length;
     if (!isKeyPosition(body, at)) continue;
     const match = MODEL_VALUE.exec(body.toString("utf8", from, from + 420));
-    if (match?.[1] === undefined) continue;
+    if (match?.[1] === undefined) {
+      if (cut && from + 420 > body.length) return undefined;
+      continue;
+    }
     try {
       return JSON.parse(`"${match[1]}"`) as string;
     } catch {
-      // A broken escape: not a model name.
+      // A broken escape: not a string value.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The first `model` string key of a JSON body (the top-level one), or undefined. `cut`: the
+ * body is only its first bytes (see firstString).
+ */
+export function findModel(body: Buffer, cut = false): string | undefined {
+  return firstString(body, '"model":', cut);
+}
+
+/** The first `type` string of an SSE event's data (its event type: every event names it first). */
+export function findType(head: Buffer): string | undefined {
+  return firstString(head, '"type":', true);
+}
+
+/** The end (exclusive) of the string whose opening quote is at `at`, or -1 past the end. */
+function stringEnd(text: Buffer, at: number): number {
+  for (let i = at + 1; i < text.length; i++) {
+    const byte = text[i];
+    if (byte === 0x5c) i++;
+    else if (byte === 0x22) return i + 1;
+  }
+  return -1;
+}
+
+/** The end (exclusive) of the JSON value starting at `at` (any kind), or -1 past the end. */
+function valueEnd(text: Buffer, at: number): number {
+  const first = text[at];
+  if (first === 0x22) return stringEnd(text, at);
+  if (first === 0x7b || first === 0x5b) {
+    let depth = 0;
+    for (let i = at; i < text.length; i++) {
+      const byte = text[i];
+      if (byte === 0x22) {
+        i = stringEnd(text, i) - 1;
+        if (i < 0) return -1;
+      } else if (byte === 0x7b || byte === 0x5b) depth++;
+      else if ((byte === 0x7d || byte === 0x5d) && --depth === 0) return i + 1;
+    }
+    return -1;
+  }
+  // A number, true, false or null: up to the next delimiter.
+  let i = at;
+  while (
+    i < text.length &&
+    text[i] !== 0x2c &&
+    text[i] !== 0x7d &&
+    text[i] !== 0x5d &&
+    !isSpace(text[i])
+  )
+    i++;
+  return i > at ? i : -1;
+}
+
+/**
+ * How many objects close between `from` (just after a member's value) and the end of the
+ * text, if all that follows is further members of those objects and their closing `}`s
+ * (then only whitespace); -1 otherwise (a `]`, anything after the last `}`, a member cut off).
+ * From a member's end every byte's role is known, so this is exact for valid JSON.
+ */
+function closingDepth(text: Buffer, from: number): number {
+  let closed = 0;
+  let at = from;
+  for (;;) {
+    while (isSpace(text[at])) at++;
+    if (at >= text.length) return closed;
+    const byte = text[at];
+    if (byte === 0x7d) {
+      closed++;
+      at++;
+    } else if (byte === 0x2c) {
+      at++;
+      while (isSpace(text[at])) at++;
+      if (text[at] !== 0x22) return -1;
+      at = stringEnd(text, at);
+      if (at === -1) return -1;
+      while (isSpace(text[at])) at++;
+      if (text[at] !== 0x3a) return -1;
+      at++;
+      while (isSpace(text[at])) at++;
+      at = valueEnd(text, at);
+      if (at === -1) return -1;
+    } else return -1;
+  }
+}
+
+/**
+ * The `usage` object of a JSON text of which only the end is at hand: the last bytes of a
+ * body, or of an SSE data line, too long to keep whole. The tail may begin anywhere, even
+ * inside a string, so nothing before a candidate key can be trusted; what follows it can.
+ *
+ * The rule: the LAST `"usage":` key (a key by the argument above, which holds from any
+ * starting point: a `"` inside a string is always escaped) whose value is an object that
+ * closes within MAX_OBJECT_BYTES and after which the rest of the text is only further
+ * members (`, "key": any JSON value`) of the objects enclosing it, their closing `}`s, and
+ * whitespace, with exactly `depth` such `}`s: depth 1 is a member of the top-level object
+ * (a body's own `usage`; `service_tier`, `metadata`... may follow it), depth 2 a member of
+ * an object that is itself a top-level member (an SSE event's `response.usage`). A `usage`
+ * key inside the content (a tool call's input) is followed by the `]` of the content or
+ * by more `}`s than that, so it never qualifies. A text where no key qualifies (the
+ * top-level usage is absent, null, or starts before the tail) has no usage: undefined.
+ */
+export function findTailUsage(tail: Buffer, depth: number): Record<string, unknown> | undefined {
+  const key = '"usage":';
+  let from = tail.length;
+  for (let tries = 0; tries < MAX_CANDIDATES && from > 0; tries++) {
+    const at = tail.lastIndexOf(key, from - 1);
+    if (at === -1) return undefined;
+    from = at;
+    if (!isKeyPosition(tail, at)) continue;
+    let start = at + key.length;
+    while (isSpace(tail[start])) start++;
+    if (tail[start] !== 0x7b) continue;
+    const end = objectEnd(tail, start);
+    if (end === -1 || closingDepth(tail, end) !== depth) continue;
+    try {
+      return JSON.parse(tail.toString("utf8", start, end)) as Record<string, unknown>;
+    } catch {
+      return undefined;
     }
   }
   return undefined;

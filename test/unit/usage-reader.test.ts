@@ -2,11 +2,17 @@
  * Token usage read from provider bodies as Envoy streams them: tables of recorded JSON and
  * Server-Sent Events bodies (Anthropic Messages, OpenAI Chat Completions and Responses;
  * fixtures written here), every fixture fed in arbitrary chunkings (fast-check), and the
- * bounds: a huge line or body is skipped, never buffered whole, never slow, never a throw.
+ * bounds: a huge line or body is kept as a head and a tail, never whole, its usage still
+ * counted from the tail; never slow, never a throw; counts clamped.
  */
 import test from "ava";
 import fc from "fast-check";
-import { createUsageReader, MAX_LINE_BYTES } from "../../server/extproc/usage-reader.js";
+import {
+  createUsageReader,
+  MAX_COUNT,
+  MAX_JSON_BYTES,
+  MAX_LINE_BYTES,
+} from "../../server/extproc/usage-reader.js";
 import type { TokenUsage } from "../../server/usage/token-usage.js";
 
 const sse = (events: readonly (readonly [event: string | null, data: string])[], eol = "\n") =>
@@ -317,12 +323,259 @@ test("an SSE line above the cap is skipped without being kept; the stream still 
   t.is(reader?.result()?.model, "gpt-4o-2024-08-06");
 });
 
-test("a JSON body above the cap is not read (and not kept)", (t) => {
+test("a JSON body above the cap is read from its head and tail", (t) => {
   const reader = createUsageReader("application/json", { maxJsonBytes: 1000 });
   reader?.push(Buffer.from(`{"model":"m","usage":{"input_tokens":1,"output_tokens":1},"pad":"`));
   reader?.push(Buffer.alloc(2000, 0x61));
   reader?.push(Buffer.from('"}'));
-  t.is(reader?.result(), undefined);
+  t.like(reader?.result(), { model: "m", inputTokens: 1, outputTokens: 1 });
+});
+
+/** Text of about `bytes` that quotes a usage object (escaped in the JSON, as every quote is). */
+const bigText = (bytes: number) =>
+  `${"lorem ipsum ".repeat(Math.ceil(bytes / 12))} he wrote "usage":{"input_tokens":999} and "model":"fake"`;
+
+const BIG: Fixture[] = [
+  {
+    name: "1.5 MiB Anthropic message (JSON), a tool input with its own usage near the end",
+    contentType: "application/json",
+    body: JSON.stringify({
+      id: "msg_big",
+      type: "message",
+      role: "assistant",
+      model: "claude-sonnet-4-5",
+      content: [
+        { type: "text", text: bigText(1.5 * 1024 * 1024) },
+        {
+          type: "tool_use",
+          id: "tu_1",
+          name: "report",
+          input: { model: "fake", usage: { input_tokens: 999, output_tokens: 999 } },
+        },
+      ],
+      stop_reason: "tool_use",
+      stop_sequence: null,
+      usage: {
+        input_tokens: 1234,
+        output_tokens: 400_000,
+        cache_read_input_tokens: 50,
+        cache_creation_input_tokens: 60,
+      },
+    }),
+    expected: {
+      model: "claude-sonnet-4-5",
+      inputTokens: 1234,
+      outputTokens: 400_000,
+      cacheReadTokens: 50,
+      cacheWriteTokens: 60,
+    },
+  },
+  {
+    name: "1.5 MiB OpenAI chat completion (JSON), many choices, usage quoted in the content",
+    contentType: "application/json",
+    body: JSON.stringify({
+      id: "c_big",
+      object: "chat.completion",
+      created: 1_700_000_000,
+      model: "gpt-4o-2024-08-06",
+      choices: Array.from({ length: 6 }, (_, index) => ({
+        index,
+        message: { role: "assistant", content: bigText(256 * 1024) },
+        finish_reason: "stop",
+      })),
+      usage: {
+        prompt_tokens: 3000,
+        completion_tokens: 390_000,
+        total_tokens: 393_000,
+        prompt_tokens_details: { cached_tokens: 1000 },
+      },
+      service_tier: "default",
+      system_fingerprint: "fp_big",
+    }),
+    expected: {
+      model: "gpt-4o-2024-08-06",
+      inputTokens: 2000,
+      outputTokens: 390_000,
+      cacheReadTokens: 1000,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
+    name: "1.5 MiB OpenAI Responses object (JSON), pretty-printed, metadata after usage",
+    contentType: "application/json",
+    body: JSON.stringify(
+      {
+        id: "resp_big",
+        object: "response",
+        status: "completed",
+        model: "gpt-4.1",
+        output: [
+          {
+            type: "message",
+            role: "assistant",
+            content: [{ type: "output_text", text: bigText(1.5 * 1024 * 1024) }],
+          },
+        ],
+        usage: {
+          input_tokens: 700,
+          input_tokens_details: { cached_tokens: 200 },
+          output_tokens: 380_000,
+          total_tokens: 380_700,
+        },
+        user: null,
+        metadata: { usage: { input_tokens: 999 }, note: "x" },
+      },
+      null,
+      2,
+    ),
+    expected: {
+      model: "gpt-4.1",
+      inputTokens: 500,
+      outputTokens: 380_000,
+      cacheReadTokens: 200,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
+    name: "1.5 MiB JSON whose only usage keys are nested (top-level usage null): none",
+    contentType: "application/json",
+    body: JSON.stringify({
+      model: "m",
+      content: [
+        { type: "text", text: bigText(1.5 * 1024 * 1024) },
+        { type: "tool_use", input: { usage: { input_tokens: 999, output_tokens: 999 } } },
+      ],
+      meta: { usage: { input_tokens: 999, output_tokens: 999 } },
+      usage: null,
+    }),
+    expected: undefined,
+  },
+  {
+    name: "an OpenAI Responses stream whose response.completed line is 200 KiB",
+    contentType: "text/event-stream",
+    body: sse([
+      [
+        "response.created",
+        '{"type":"response.created","response":{"id":"r2","model":"gpt-4.1","usage":null},"sequence_number":0}',
+      ],
+      [
+        "response.output_text.delta",
+        '{"type":"response.output_text.delta","delta":"Hi","sequence_number":1}',
+      ],
+      [
+        "response.completed",
+        JSON.stringify({
+          type: "response.completed",
+          response: {
+            id: "r2",
+            object: "response",
+            status: "completed",
+            model: "gpt-4.1-2025-04-14",
+            output: [
+              {
+                type: "message",
+                content: [{ type: "output_text", text: bigText(200 * 1024) }],
+              },
+              {
+                type: "function_call",
+                arguments: '{"usage":{"input_tokens":999}}',
+                extra: { usage: { input_tokens: 999 } },
+              },
+            ],
+            usage: {
+              input_tokens: 300,
+              input_tokens_details: { cached_tokens: 100 },
+              output_tokens: 51_000,
+              total_tokens: 51_300,
+            },
+            user: null,
+            metadata: {},
+          },
+          sequence_number: 2,
+        }),
+      ],
+    ]).replaceAll("\n", "\r\n"),
+    expected: {
+      model: "gpt-4.1-2025-04-14",
+      inputTokens: 200,
+      outputTokens: 51_000,
+      cacheReadTokens: 100,
+      cacheWriteTokens: 0,
+    },
+  },
+  {
+    name: "an SSE line over the cap with no usage: nothing, no throw",
+    contentType: "text/event-stream",
+    body: sse([
+      [
+        "response.output_text.done",
+        JSON.stringify({
+          type: "response.output_text.done",
+          text: bigText(200 * 1024),
+          item: { extra: { usage: { input_tokens: 999, output_tokens: 999 } } },
+          sequence_number: 5,
+        }),
+      ],
+      [null, `{"object":"x","text":"${"a".repeat(MAX_LINE_BYTES * 3)}","usage":null}`],
+    ]),
+    expected: undefined,
+  },
+];
+
+for (const fixture of BIG) {
+  test(`read whole: ${fixture.name}`, (t) => {
+    t.deepEqual(readAll(fixture, [Buffer.from(fixture.body)]), fixture.expected);
+  });
+}
+
+test("bodies and lines over the caps read the same however Envoy chunks them", (t) => {
+  for (const fixture of BIG) {
+    const bytes = Buffer.from(fixture.body);
+    const size = bytes.length;
+    t.true(
+      fixture.contentType === "text/event-stream"
+        ? size > MAX_LINE_BYTES * 3
+        : size > 1.5 * 2 ** 20,
+    );
+    // Cuts anywhere, and many near the edges of the head, the tail and the whole-copy cap.
+    const point = fc.oneof(
+      fc.nat({ max: size }),
+      fc.nat({ max: 70_000 }),
+      fc.nat({ max: 70_000 }).map((n) => Math.max(0, size - n)),
+      fc.integer({ min: -300, max: 300 }).map((n) => MAX_JSON_BYTES + n),
+      fc.integer({ min: -300, max: 300 }).map((n) => size - 64 * 1024 + n),
+    );
+    fc.assert(
+      fc.property(fc.array(point, { maxLength: 40 }), (points) => {
+        t.deepEqual(readAll(fixture, chunked(bytes, points)), fixture.expected, fixture.name);
+      }),
+      { numRuns: 40 },
+    );
+    // Envoy's usual chunking, and a tail that arrives byte by byte.
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < size - 70_000; at += 65_536)
+      pieces.push(bytes.subarray(at, Math.min(at + 65_536, size - 70_000)));
+    for (let at = size - 70_000; at < size; at++) pieces.push(bytes.subarray(at, at + 1));
+    t.deepEqual(readAll(fixture, pieces), fixture.expected, `${fixture.name}, byte by byte`);
+  }
+});
+
+test("counts are clamped to MAX_COUNT (a ledger sum must stay far below int64)", (t) => {
+  t.is(MAX_COUNT, 1e9);
+  const json = createUsageReader("application/json");
+  json?.push(
+    Buffer.from(
+      '{"model":"m","usage":{"input_tokens":1e15,"output_tokens":5,"cache_read_input_tokens":1e300}}',
+    ),
+  );
+  t.like(json?.result(), { inputTokens: 1e9, outputTokens: 5, cacheReadTokens: 1e9 });
+  const stream = createUsageReader("text/event-stream");
+  stream?.push(
+    Buffer.from(
+      'data: {"type":"message_delta","usage":{"output_tokens":1000000000000000,"input_tokens":-3}}\n\n',
+    ),
+  );
+  t.like(stream?.result(), { inputTokens: 0, outputTokens: 1e9 });
 });
 
 test("a 1 MiB JSON body dense with small objects is read in a few ms, not parsed whole", (t) => {
