@@ -295,7 +295,7 @@ test.serial(
   },
 );
 
-test.serial("hostile-sized bodies pass intact; what is too large to read is skipped", async (t) => {
+test.serial("hostile-sized bodies pass intact and their usage is still read", async (t) => {
   const sse = await send(t.context.envoy, "huge-sse");
   t.is(sse.status, 200);
   t.is(sse.body, scriptText("huge-sse"), "a 2 MiB SSE line and the events after it");
@@ -307,9 +307,12 @@ test.serial("hostile-sized bodies pass intact; what is too large to read is skip
   const json = await send(t.context.envoy, "huge-json");
   t.is(json.status, 200);
   t.is(json.body, scriptText("huge-json"), "a 3 MiB JSON answer");
-  // Above the 1 MiB copy: not read, and said nowhere as usage.
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  t.false(t.context.keygate.logLines().some((line) => line.model === "claude-huge-json"));
+  // Above the 1 MiB copy, only its start and end are kept: the model and the top-level
+  // usage (last in the object) are still read, so a long answer is never free.
+  t.like(await usageLine(t.context.keygate, "claude-huge-json"), {
+    input_tokens: 1,
+    output_tokens: 2,
+  });
 });
 
 test.serial("the usage lands in SQLite, where keygate usage reports it", async (t) => {
