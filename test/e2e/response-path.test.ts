@@ -264,6 +264,19 @@ test.serial(
   },
 );
 
+test.serial("a stream longer than the ext_proc timeout still has its usage counted", async (t) => {
+  const received = await send(t.context.envoy, "anthropic-sse-slow");
+  t.is(received.status, 200);
+  t.is(received.body, scriptText("anthropic-sse-slow"));
+  const spread = (received.chunkAt.at(-1)?.at ?? 0) - (received.chunkAt[0]?.at ?? 0);
+  t.true(spread > 2000, `the stream lasted ${Math.round(spread)} ms`);
+  t.like(await usageLine(t.context.keygate, "claude-slow-stream"), {
+    client_id: "acme",
+    input_tokens: 25,
+    output_tokens: 15,
+  });
+});
+
 test.serial("usage of a JSON answer is read for an internal client too", async (t) => {
   const received = await send(t.context.envoy, "anthropic-json", {
     headers: { authorization: `Bearer ${INTERNAL_TOKEN}` },

@@ -165,6 +165,20 @@ export const SCRIPTS: Readonly<Record<string, Script>> = {
       },
     ],
   },
+  // Longer than envoy.yaml's ext_proc grpc_service timeout (1 s), which must not cut the
+  // response path's stream (and with it the usage at the end).
+  "anthropic-sse-slow": {
+    status: 200,
+    headers: {
+      "content-type": "text/event-stream",
+      "cache-control": "no-cache",
+      "request-id": "req_anthropic_sse_slow",
+    },
+    parts: ANTHROPIC_SSE_EVENTS.map((text, index) => ({
+      delayMs: index === 0 ? 0 : 400,
+      text: text.replace('"model":"claude-sonnet-4-5"', '"model":"claude-slow-stream"'),
+    })),
+  },
   "anthropic-sse": {
     status: 200,
     headers: {
