@@ -141,7 +141,11 @@ test("Redis killed: local counts, degraded, increments queued; restarted empty: 
   await redis.restart();
   await syncUntil(a.store, "up");
   await syncUntil(b.store, "up");
+  // Each replica re-sends its own totals in the sync that finds Redis empty; the other's
+  // arrive by the next fetch (a replica's own timer may have synced before the other
+  // re-sent), so both fetch once more.
   await a.store.sync();
+  await b.store.sync();
   t.is(a.counters.spent("c", DAILY, now), 90);
   t.is(b.counters.spent("c", DAILY, now), 90);
   t.is(a.store.status().pendingIncrements, 0);
