@@ -11,13 +11,12 @@
  * accounting is seen not to slow a Check.
  */
 import http from "node:http";
-import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { parseDocument } from "yaml";
 import { findEnvoy } from "../scripts/find-envoy.mjs";
 import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
 import { type EnvoyProcess, startEnvoy } from "../test/helpers/envoy.js";
-import { CHECK_PATH } from "./grpc-h2-client.js";
+import { GrpcH2Channel } from "./grpc-h2-client.js";
 import { generateKeystore } from "./keystore-fixture.js";
 import { processCpuTicks } from "./machine-load.js";
 import { awaitQuiet, clockTicks, metricValue, startKeygateChild } from "./processes.js";
@@ -230,8 +229,7 @@ async function checkSideLoad(
   token: string,
   rate: number,
 ): Promise<{ stop(): Promise<{ latencies: number[]; failed: number }> }> {
-  const session = http2.connect(`http://127.0.0.1:${grpcPort}`);
-  session.on("error", () => undefined);
+  const channel = await GrpcH2Channel.connect(grpcPort);
   const framed = encodeCheck(token, "bench-side");
   const latencies: number[] = [];
   let failed = 0;
@@ -239,27 +237,9 @@ async function checkSideLoad(
   let running = true;
   const one = () => {
     const started = performance.now();
-    const done = new Promise<void>((resolve) => {
-      const stream = session.request({
-        ":method": "POST",
-        ":path": CHECK_PATH,
-        "content-type": "application/grpc",
-        te: "trailers",
-      });
-      let status: unknown;
-      const statusFrom = (headers: http2.IncomingHttpHeaders) => {
-        status = headers["grpc-status"] ?? status;
-      };
-      stream.on("response", statusFrom);
-      stream.on("trailers", statusFrom);
-      stream.on("error", () => undefined);
-      stream.resume();
-      stream.once("close", () => {
-        if (status === "0") latencies.push(performance.now() - started);
-        else failed++;
-        resolve();
-      });
-      stream.end(framed);
+    const done = channel.callOnce(framed).then(({ grpcStatus }) => {
+      if (grpcStatus === 0) latencies.push(performance.now() - started);
+      else failed++;
     });
     pending.add(done);
     done.then(() => pending.delete(done));
@@ -277,7 +257,7 @@ async function checkSideLoad(
       running = false;
       await loop;
       await Promise.all(pending);
-      session.close();
+      channel.close();
       return { latencies: latencies.sort((a, b) => a - b), failed };
     },
   };

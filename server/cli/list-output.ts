@@ -15,6 +15,7 @@ import type {
 import { listed } from "../shown-text.js";
 import { windowResetAt } from "../usage/usage-day.js";
 import type { RecentTokens } from "../usage/usage-table.js";
+import { alignedTable } from "./aligned-table.js";
 import { formatTimestamp } from "./time-args.js";
 
 export interface ClientUsage {
@@ -193,19 +194,7 @@ export function renderTable(clients: readonly ListedClient[]): string {
     client.tokens_this_month === null ? "-" : String(client.tokens_this_month),
     ...budgetCells(client.budget),
   ]);
-  const all = [[...COLUMNS], ...rows];
-  const widths = COLUMNS.map((_, column) =>
-    Math.max(...all.map((row) => (row[column] ?? "").length)),
-  );
-  return all
-    .map((row) =>
-      row
-        .map((cell, column) => cell.padEnd(widths[column] ?? 0))
-        .join("  ")
-        .trimEnd(),
-    )
-    .map((line) => `${line}\n`)
-    .join("");
+  return alignedTable(COLUMNS, rows);
 }
 
 /** BUDGET, SPENT and RESETS: `100000/day`, `250 (0%)` or `100500 (exhausted)`, the reset time. */

@@ -3,6 +3,7 @@
  * the totals are passed in.
  */
 import type { UsageTotals } from "../usage/usage-table.js";
+import { alignedTable } from "./aligned-table.js";
 
 /** One client and model as `usage --json` prints them (snake_case, like `keystore list`). */
 export interface ReportedUsage {
@@ -96,21 +97,5 @@ export function renderUsageTable(report: UsageReport): string {
   ];
   const rows = report.usage.map((row) => line(row.client, row.model, row));
   if (rows.length > 1) rows.push(line("total", "", report.total));
-  const all = [[...COLUMNS], ...rows];
-  const widths = COLUMNS.map((_, column) =>
-    Math.max(...all.map((row) => (row[column] ?? "").length)),
-  );
-  return all
-    .map((row) =>
-      row
-        .map((cell, column) =>
-          column >= FIRST_NUMBER_COLUMN
-            ? cell.padStart(widths[column] ?? 0)
-            : cell.padEnd(widths[column] ?? 0),
-        )
-        .join("  ")
-        .trimEnd(),
-    )
-    .map((text) => `${text}\n`)
-    .join("");
+  return alignedTable(COLUMNS, rows, FIRST_NUMBER_COLUMN);
 }

@@ -169,12 +169,14 @@ class ResponseStream implements StreamListener {
     const { headers } = request;
     const status = Number.parseInt(headers.get(":status") ?? "", 10);
     const hasBody = !request.endOfStream;
+    // Not when there is none, nor when it is content-encoded (gzip, br...).
+    const readableBody = hasBody && !contentEncoded(headers);
     // Envoy's own replies (keygate's denials, the rate limit's 429, a 503 with no upstream)
     // pass through here too: they are neither provider errors nor billed.
     const fromUpstream = request.attributes.get(CODE_DETAILS_ATTRIBUTE) === FROM_UPSTREAM;
     if (this.clientId === "" || !fromUpstream) return SKIP_BODY;
     if (this.authMode === "known" && status >= 400) {
-      const disposition = errorDisposition(status, hasBody && !contentEncoded(headers));
+      const disposition = errorDisposition(status, readableBody);
       const typed =
         disposition === "decide-now" ? this.typedError(status, headers, undefined) : undefined;
       if (typed !== undefined) return typed;
@@ -190,11 +192,9 @@ class ResponseStream implements StreamListener {
       hasBody;
     // envoy.yaml asks the upstream for identity bodies; one that compresses anyway escapes
     // counting, and operators should see that.
-    if (billable && contentEncoded(headers)) this.context.onUsageMissing("encoded");
+    if (billable && !readableBody) this.context.onUsageMissing("encoded");
     const reader =
-      billable && !contentEncoded(headers)
-        ? createUsageReader(headers.get("content-type") ?? "")
-        : undefined;
+      billable && readableBody ? createUsageReader(headers.get("content-type") ?? "") : undefined;
     if (reader === undefined) return SKIP_BODY;
     this.plan = { kind: "usage", reader };
     return CONTINUE.response_headers;

@@ -33,22 +33,3 @@ export function windowResetAt(per: UsagePeriod, now: number): number {
   const date = new Date(now);
   return Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1);
 }
-
-/**
- * Caches the day of the last time asked, since the ledger asks once per response and
- * the day changes once in 86 400 000 ms.
- */
-export class DayClock {
-  private start = 0;
-  private end = 0;
-  private day: UsageDay = "";
-
-  dayOf(epochMs: number): UsageDay {
-    if (epochMs < this.start || epochMs >= this.end) {
-      this.start = Math.floor(epochMs / DAY_MS) * DAY_MS;
-      this.end = this.start + DAY_MS;
-      this.day = utcDay(epochMs);
-    }
-    return this.day;
-  }
-}

@@ -6,9 +6,9 @@
  * for token counts.
  */
 import type { Logger } from "../logger.js";
+import { WindowClock } from "./budget-window.js";
 import { normalizeModel } from "./model-name.js";
 import type { TokenUsage, UsageSink } from "./token-usage.js";
-import { DayClock } from "./usage-day.js";
 import type { DailyUsage } from "./usage-table.js";
 
 /**
@@ -54,7 +54,7 @@ interface PendingRow {
 
 export class UsageLedger implements UsageSink {
   private pending = new Map<string, PendingRow>();
-  private readonly clock = new DayClock();
+  private readonly clock = new WindowClock();
   private readonly timer: NodeJS.Timeout;
   private readonly maxPendingRows: number;
   private failures = 0;
@@ -75,7 +75,7 @@ export class UsageLedger implements UsageSink {
 
   /** Adds one response's usage to the batch; O(1), no I/O. */
   record(clientId: string, usage: TokenUsage, now: number): void {
-    const day = this.clock.dayOf(now);
+    const day = this.clock.windowOf("day", now).startDay;
     const model = this.boundedModel(clientId, normalizeModel(usage.model), day);
     const key = `${clientId}\0${model}\0${day}`;
     let row = this.pending.get(key);

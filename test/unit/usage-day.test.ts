@@ -1,7 +1,7 @@
 /** UTC days and budget windows at the edges: midnight, month ends, leap days, year end. */
 import test from "ava";
+import { WindowClock } from "../../server/usage/budget-window.js";
 import {
-  DayClock,
   type UsagePeriod,
   utcDay,
   utcMonthStart,
@@ -97,8 +97,8 @@ test("utcDay and utcMonthStart name UTC calendar days", (t) => {
   t.is(utcMonthStart(at("2026-12-31T23:59:59.999Z")), "2026-12-01");
 });
 
-test("DayClock answers as utcDay across midnights, in any order", (t) => {
-  const clock = new DayClock();
+test("the day window's start answers as utcDay across midnights, in any order", (t) => {
+  const clock = new WindowClock();
   const times = [
     "2026-12-03T23:59:59.999Z",
     "2026-12-04T00:00:00Z",
@@ -107,5 +107,5 @@ test("DayClock answers as utcDay across midnights, in any order", (t) => {
     "2027-01-01T00:00:00Z",
     "2026-12-03T12:00:00Z",
   ].map(at);
-  for (const time of times) t.is(clock.dayOf(time), utcDay(time));
+  for (const time of times) t.is(clock.windowOf("day", time).startDay, utcDay(time));
 });
