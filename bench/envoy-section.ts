@@ -225,15 +225,20 @@ function benchConfig(authzPort: number | null, ports: EnvoyPorts): string {
     "typed_config",
   ];
   doc.deleteIn([...hcm, "access_log"]);
-  const filters = doc.getIn([...hcm, "http_filters"]) as { toJSON(): { name: string }[] };
-  const names = filters.toJSON().map((filter) => filter.name);
-  for (let index = names.length - 1; index >= 0; index--) {
-    const name = names[index];
-    // ext_proc (the response path, issue 11) has its own section ("response"): here
-    // the comparison is the authorization's cost, which the Go reference also pays.
+  const filters = doc.getIn([...hcm, "http_filters"]) as {
+    toJSON(): { name: string; typed_config?: Record<string, unknown> }[];
+  };
+  const list = filters.toJSON();
+  for (let index = list.length - 1; index >= 0; index--) {
+    const name = list[index]?.name;
+    // The provider-errors filter is wrapped in an ExtensionWithMatcher.
+    const config = JSON.stringify(list[index]?.typed_config ?? {});
+    // The ext_proc filters (the response path, issue 11) have their own section
+    // ("response"): here the comparison is the authorization's cost, which the Go
+    // reference also pays.
     const drop =
       name === "envoy.filters.http.local_ratelimit" ||
-      name === "envoy.filters.http.ext_proc" ||
+      config.includes(".ext_proc.v3.ExternalProcessor") ||
       (authzPort === null && name === "envoy.filters.http.ext_authz");
     if (drop) doc.deleteIn([...hcm, "http_filters", index]);
   }

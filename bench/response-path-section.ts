@@ -4,7 +4,7 @@
  * wheel runs the shipped envoy.yaml in front of a provider stub that streams an Anthropic
  * Messages response as Server-Sent Events (message_start at once, then deltas a few
  * milliseconds apart, message_delta with the usage, message_stop), in two configurations
- * interleaved: ext_authz alone (the ext_proc filter removed) and ext_authz + ext_proc as
+ * interleaved: ext_authz alone (both ext_proc filters removed) and ext_authz + ext_proc as
  * shipped. Measured from outside: the time to the first streamed byte and to the last, at
  * a fixed request rate; keygate's CPU per streamed response (/proc); and the p99 of
  * Checks sent straight to keygate's gRPC port at a fixed rate meanwhile, so that usage
@@ -76,7 +76,8 @@ export interface ResponseSectionResult {
 }
 
 const REQUEST_PATH = "/v1/messages";
-const EXT_PROC_FILTER = "envoy.filters.http.ext_proc";
+const EXT_PROC_TYPE =
+  "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor";
 const HCM = ["static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config"];
 /** The whole streamed response must arrive, or the run counts it as incomplete. */
 const MESSAGE_STOP = "event: message_stop";
@@ -144,7 +145,7 @@ async function startStreamingProvider(
   };
 }
 
-/** envoy.yaml as shipped, minus the access log and rate limit, optionally minus ext_proc. */
+/** envoy.yaml as shipped, minus the access log and rate limit, optionally minus both ext_proc filters. */
 function responseConfig(keygatePort: number, upstreamPort: number, extProc: boolean): string {
   const rendered = renderEnvoyConfig({
     listenPort: 0,
@@ -154,15 +155,18 @@ function responseConfig(keygatePort: number, upstreamPort: number, extProc: bool
   });
   const doc = parseDocument(rendered);
   doc.deleteIn([...HCM, "access_log"]);
-  const filters = (doc.getIn([...HCM, "http_filters"]) as { toJSON(): { name: string }[] })
-    .toJSON()
-    .map((filter) => filter.name);
-  if (!filters.includes(EXT_PROC_FILTER)) {
-    throw new Error(`envoy/envoy.yaml has no ${EXT_PROC_FILTER} filter to measure`);
-  }
+  const filters = (
+    doc.getIn([...HCM, "http_filters"]) as {
+      toJSON(): { name: string; typed_config?: Record<string, unknown> }[];
+    }
+  ).toJSON();
+  // Either filter may be wrapped (the provider-errors one sits in an ExtensionWithMatcher).
+  const isExtProc = filters.map((filter) => JSON.stringify(filter).includes(EXT_PROC_TYPE));
+  if (!isExtProc.includes(true))
+    throw new Error("envoy/envoy.yaml has no ext_proc filter to measure");
   for (let index = filters.length - 1; index >= 0; index--) {
-    const name = filters[index];
-    if (name === "envoy.filters.http.local_ratelimit" || (!extProc && name === EXT_PROC_FILTER)) {
+    const name = filters[index]?.name;
+    if (name === "envoy.filters.http.local_ratelimit" || (!extProc && isExtProc[index])) {
       doc.deleteIn([...HCM, "http_filters", index]);
     }
   }
@@ -276,7 +280,7 @@ async function measureRun(
   body: Buffer,
   params: ResponseParams,
   requests: number,
-): Promise<ResponseRun> {
+): Promise<{ run: ResponseRun; checks: readonly number[] }> {
   const url = new URL(envoy.url);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   const side = await checkSideLoad(keygate.grpcPort, token, params.checkRate);
@@ -300,7 +304,7 @@ async function measureRun(
     before === null || after === null || done.length === 0
       ? null
       : round((((after - before) / clockTicks()) * 1e6) / done.length, 1);
-  return {
+  const run: ResponseRun = {
     configuration,
     requests,
     complete: done.length,
@@ -312,6 +316,7 @@ async function measureRun(
     checkP99Ms: p(checks, 0.99),
     checksFailed,
   };
+  return { run, checks };
 }
 
 function skipped(params: ResponseParams, why: string): ResponseSectionResult {
@@ -367,20 +372,34 @@ function pairedMedian(
   return values.length === 0 ? null : round(median(values), 3);
 }
 
+/**
+ * Check p99 with the response path over without, each over every side Check of its
+ * configuration's runs pooled (5 × 1000 calls). One run's p99 is its tenth-slowest call,
+ * which one scheduler hiccup on a shared 2-core machine moves by 2×; pooled, it takes the
+ * slowest 1 % of every run at once.
+ */
+function pooledCheckP99Ratio(
+  checks: ReadonlyMap<ResponseConfiguration, readonly number[]>,
+): number | null {
+  const [off, on] = RESPONSE_CONFIGURATIONS.map((configuration) =>
+    [...(checks.get(configuration) ?? [])].sort((a, b) => a - b),
+  );
+  const offP99 = p(off ?? [], 0.99);
+  const onP99 = p(on ?? [], 0.99);
+  return offP99 === null || onP99 === null || offP99 === 0 ? null : round(onP99 / offP99, 3);
+}
+
 function responseTargets(
   runs: readonly ResponseRun[],
   configurations: readonly ResponseConfigurationResult[],
+  checks: ReadonlyMap<ResponseConfiguration, readonly number[]>,
 ): Target[] {
   const added = pairedMedian(runs, (off, on) =>
     off.firstByteP50Ms === null || on.firstByteP50Ms === null
       ? null
       : on.firstByteP50Ms - off.firstByteP50Ms,
   );
-  const checkRatio = pairedMedian(runs, (off, on) =>
-    off.checkP99Ms === null || on.checkP99Ms === null || off.checkP99Ms === 0
-      ? null
-      : on.checkP99Ms / off.checkP99Ms,
-  );
+  const checkRatio = pooledCheckP99Ratio(checks);
   const incomplete = configurations.reduce((sum, c) => sum + c.incomplete, 0);
   const checksFailed = runs.reduce((sum, run) => sum + run.checksFailed, 0);
   return [
@@ -392,7 +411,7 @@ function responseTargets(
       "ms",
     ),
     target(
-      "response path: Check p99 with ext_proc and usage accounting / without (median of paired runs)",
+      "response path: Check p99 with ext_proc and usage accounting / without (every run's side Checks pooled)",
       checkRatio,
       "<=",
       1.25,
@@ -447,6 +466,9 @@ export async function runResponseSection(
   });
   const envoys = new Map<ResponseConfiguration, EnvoyProcess>();
   const runs: ResponseRun[] = [];
+  const checks = new Map<ResponseConfiguration, number[]>(
+    RESPONSE_CONFIGURATIONS.map((configuration) => [configuration, []]),
+  );
   const body = messagesStreamBody();
   try {
     for (const configuration of RESPONSE_CONFIGURATIONS) {
@@ -479,7 +501,7 @@ export async function runResponseSection(
         const envoy = envoys.get(configuration);
         if (envoy === undefined) continue;
         await awaitQuiet();
-        const run = await measureRun(
+        const { run, checks: latencies } = await measureRun(
           configuration,
           envoy,
           keygate,
@@ -488,6 +510,7 @@ export async function runResponseSection(
           params,
           requests,
         );
+        checks.get(configuration)?.push(...latencies);
         log(
           `response: ${configuration} #${repetition + 1}: first byte p50 ${run.firstByteP50Ms} ms, ` +
             `keygate ${run.keygateCpuUsPerResponse} µs/response, Check p99 ${run.checkP99Ms} ms`,
@@ -503,7 +526,7 @@ export async function runResponseSection(
       configurations,
       runs,
       usageTokensRecorded: await usageTokensRecorded(keygate.adminPort),
-      targets: responseTargets(runs, configurations),
+      targets: responseTargets(runs, configurations, checks),
     };
   } finally {
     for (const envoy of envoys.values()) await envoy.stop();

@@ -33,6 +33,7 @@ const PART_BY_FIELD = new Map<number, Part>(
 // ProcessingRequest
 const REQUEST_METADATA_CONTEXT = 8;
 const REQUEST_ATTRIBUTES = 9;
+const REQUEST_OBSERVABILITY_MODE = 10;
 // HttpHeaders / HttpBody / HttpTrailers
 const HEADERS_HEADERS = 1;
 const HEADERS_END_OF_STREAM = 3;
@@ -65,6 +66,8 @@ export interface ProcessingRequest {
   readonly metadata: ReadonlyMap<string, string>;
   /** Scalar fields of every attributes Struct (e.g. `request.id`), by attribute name. */
   readonly attributes: ReadonlyMap<string, string>;
+  /** Sent by a filter in observability_mode: Envoy ignores any answer and does not wait. */
+  readonly observabilityMode: boolean;
 }
 
 interface Decoding {
@@ -74,6 +77,7 @@ interface Decoding {
   endOfStream: boolean;
   metadata: Map<string, string>;
   attributes: Map<string, string>;
+  observabilityMode: boolean;
 }
 
 /** The next field must be length-delimited to be read as a message or string. */
@@ -216,9 +220,14 @@ export function decodeProcessingRequest(
     endOfStream: false,
     metadata: new Map(),
     attributes: new Map(),
+    observabilityMode: false,
   };
   const reader = new WireReader(wire, 0, wire.length);
   for (let field = reader.next(); field !== 0; field = reader.next()) {
+    if (field === REQUEST_OBSERVABILITY_MODE && reader.wireType === VARINT) {
+      into.observabilityMode = reader.varint() !== 0;
+      continue;
+    }
     const part = PART_BY_FIELD.get(field);
     const known =
       part !== undefined || field === REQUEST_METADATA_CONTEXT || field === REQUEST_ATTRIBUTES;

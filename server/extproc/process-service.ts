@@ -1,19 +1,24 @@
 /**
  * keygate's ext_proc service on the response path (Envoy's ExternalProcessor/Process, one
- * stream per HTTP response). Only answers from the upstream count (response.code_details
- * via_upstream): Envoy's own replies pass through the filter too. Who the request was for
- * comes from the dynamic metadata keygate's own Check set (namespace
- * envoy.filters.http.ext_authz, forwarded by Envoy's metadata_options), never from anything
- * the caller or the upstream sends:
- *   - auth_mode `known` (keygate swapped in a held key) and a provider failure: the
- *     response is replaced by a typed body (provider-errors.ts). When the body decides it
- *     (400/429: billing or not), the stream switches that one response to BUFFERED with
- *     mode_override and answers the buffered body with an immediate response.
- *   - `known` and `internal` successes: usage is read from the streamed body
- *     (usage-reader.ts), every chunk answered CONTINUE at once, and reported to the
- *     UsageSink when the body ends (or the stream does).
- *   - everything else (byo, anonymous, no metadata, encoded bodies): CONTINUE, and a mode
- *     override that stops Envoy sending the body at all.
+ * stream per HTTP response per filter). envoy.yaml runs two ext_proc filters, and each
+ * stream says which one it serves by its observability_mode:
+ *   - the provider-errors filter (answers awaited; response headers only, the body only
+ *     when keygate asks for it): for a request keygate sent with a held key (auth_mode
+ *     `known`), a provider failure is replaced by a typed body (provider-errors.ts). When
+ *     the body decides it (400/429: billing or not), that one response switches to
+ *     BUFFERED with mode_override and the buffered body gets an immediate response.
+ *     Every other response is answered CONTINUE at once and the stream ended.
+ *   - the usage filter (observability_mode: Envoy sends the headers and each body chunk
+ *     without waiting, and ignores answers, so none are sent): for `known` and `internal`
+ *     successes, usage is read from the streamed body (usage-reader.ts) and reported to
+ *     the UsageSink when the body ends (or the stream does). For anything else keygate
+ *     ends the stream at the headers, which tells Envoy to send nothing more.
+ * Splitting the two keeps the first streamed byte from waiting on keygate twice (for the
+ * headers, then for the first chunk): a success waits for the headers' answer only.
+ * Only answers from the upstream count (response.code_details via_upstream): Envoy's own
+ * replies pass through the filters too. Who the request was for comes from the dynamic
+ * metadata keygate's own Check set (namespace envoy.filters.http.ext_authz, forwarded by
+ * Envoy's metadata_options), never from anything the caller or the upstream sends.
  * Nothing here can fail a response: whatever keygate cannot read, it lets through.
  */
 
@@ -72,7 +77,6 @@ function mode(responseBodyMode: number): ProcessingMode {
 }
 
 /** Answers encoded once at start-up: most messages get one of these. */
-const BODY_NOT_WANTED = mode(BodySendMode.NONE);
 const BUFFER_THE_BODY = mode(BodySendMode.BUFFERED);
 const CONTINUE: Record<Part, Buffer> = Object.fromEntries(
   (
@@ -86,11 +90,6 @@ const CONTINUE: Record<Part, Buffer> = Object.fromEntries(
     ] as const
   ).map((part) => [part, encodeProcessingResponse({ kind: "continue", part })]),
 ) as Record<Part, Buffer>;
-const SKIP_BODY = encodeProcessingResponse({
-  kind: "continue",
-  part: "response_headers",
-  modeOverride: BODY_NOT_WANTED,
-});
 const HOLD_BODY = encodeProcessingResponse({
   kind: "continue",
   part: "response_headers",
@@ -144,15 +143,14 @@ class ResponseStream implements StreamListener {
 
   onMessage(message: Buffer): void {
     const request = decodeProcessingRequest(message, EXT_AUTHZ_NAMESPACE);
-    if (request.part === "response_headers") this.call.send(this.answerHeaders(request));
-    else if (request.part === "response_body") this.call.send(this.answerBody(request));
-    // Parts envoy.yaml does not send: let them through unchanged.
-    else if (request.part !== undefined) this.call.send(CONTINUE[request.part]);
-    else throw new WireError("ProcessingRequest carries no request or response part");
-    // Nothing more to read (the body skipped, answered in full, or at its end): keygate
-    // ends the call itself. Envoy then ignores the stream for the rest of the response,
-    // instead of resetting it when the response is over, which cost Node an error
-    // object with a stack trace per response.
+    if (request.part === undefined)
+      throw new WireError("ProcessingRequest carries no request or response part");
+    if (request.observabilityMode) this.observe(request);
+    else this.call.send(this.answer(request));
+    // Nothing more to read (the body not wanted, answered in full, or at its end): keygate
+    // ends the call itself. Envoy then sends nothing more and ignores the stream for the
+    // rest of the response, instead of resetting it when the response is over, which cost
+    // Node an error object with a stack trace per response.
     if (request.endOfStream || this.plan.kind === "none") this.call.end();
   }
 
@@ -161,54 +159,82 @@ class ResponseStream implements StreamListener {
     this.report();
   }
 
-  /** The answer to the response headers; it decides what happens to the body. */
-  private answerHeaders(request: ProcessingRequest): Buffer {
+  /** The usage filter's messages: read, never answered (Envoy does not wait for them). */
+  private observe(request: ProcessingRequest): void {
+    if (request.part === "response_headers") this.readHeaders(request);
+    if (request.part !== "response_body" || this.plan.kind !== "usage") return;
+    this.plan.reader.push(request.body);
+    // Parsing a JSON body (up to 1 MiB) waits for the next turn.
+    if (request.endOfStream) setImmediate(() => this.report());
+  }
+
+  /** The provider-errors filter's messages: each gets exactly one answer. */
+  private answer(request: ProcessingRequest): Buffer {
+    if (request.part === "response_headers") {
+      this.readHeaders(request);
+      return this.answerHeaders(request);
+    }
+    if (request.part === "response_body") return this.answerBody(request);
+    // Parts envoy.yaml does not send: let them through unchanged.
+    return CONTINUE[request.part as Part];
+  }
+
+  /** Who the response belongs to, as keygate's Check recorded it; and, for usage, the plan. */
+  private readHeaders(request: ProcessingRequest): void {
     this.clientId = request.metadata.get("client_id") ?? "";
     this.authMode = request.metadata.get("auth_mode") ?? "";
     this.requestId = request.attributes.get(REQUEST_ID_ATTRIBUTE) ?? "";
+    if (request.observabilityMode) this.planUsage(request);
+  }
+
+  /**
+   * Envoy's own replies (keygate's denials, the rate limit's 429, a 503 with no upstream)
+   * pass through here too: they are neither provider errors nor billed.
+   */
+  private fromUpstreamForAClient(request: ProcessingRequest): boolean {
+    return this.clientId !== "" && request.attributes.get(CODE_DETAILS_ATTRIBUTE) === FROM_UPSTREAM;
+  }
+
+  /** The provider-errors answer to the response headers: typed, held for its body, or passed. */
+  private answerHeaders(request: ProcessingRequest): Buffer {
     const { headers } = request;
     const status = Number.parseInt(headers.get(":status") ?? "", 10);
-    const hasBody = !request.endOfStream;
+    if (this.authMode !== "known" || status < 400 || !this.fromUpstreamForAClient(request))
+      return CONTINUE.response_headers;
     // Not when there is none, nor when it is content-encoded (gzip, br...).
-    const readableBody = hasBody && !contentEncoded(headers);
-    // Envoy's own replies (keygate's denials, the rate limit's 429, a 503 with no upstream)
-    // pass through here too: they are neither provider errors nor billed.
-    const fromUpstream = request.attributes.get(CODE_DETAILS_ATTRIBUTE) === FROM_UPSTREAM;
-    if (this.clientId === "" || !fromUpstream) return SKIP_BODY;
-    if (this.authMode === "known" && status >= 400) {
-      const disposition = errorDisposition(status, readableBody);
-      const typed =
-        disposition === "decide-now" ? this.typedError(status, headers, undefined) : undefined;
-      if (typed !== undefined) return typed;
-      if (disposition === "needs-body") {
-        this.plan = { kind: "error", status, headers, chunks: [], size: 0 };
-        return HOLD_BODY;
-      }
-    }
+    const readableBody = !request.endOfStream && !contentEncoded(headers);
+    const disposition = errorDisposition(status, readableBody);
+    if (disposition === "decide-now")
+      return this.typedError(status, headers, undefined) ?? CONTINUE.response_headers;
+    if (disposition !== "needs-body") return CONTINUE.response_headers;
+    this.plan = { kind: "error", status, headers, chunks: [], size: 0 };
+    return HOLD_BODY;
+  }
+
+  /** The usage filter's decision at the headers: read this body, or end the stream. */
+  private planUsage(request: ProcessingRequest): void {
+    const { headers } = request;
+    const status = Number.parseInt(headers.get(":status") ?? "", 10);
     const billable =
       (this.authMode === "known" || this.authMode === "internal") &&
       status >= 200 &&
       status < 300 &&
-      hasBody;
+      !request.endOfStream &&
+      this.fromUpstreamForAClient(request);
+    if (!billable) return;
     // envoy.yaml asks the upstream for identity bodies; one that compresses anyway escapes
     // counting, and operators should see that.
-    if (billable && !readableBody) this.context.onUsageMissing("encoded");
-    const reader =
-      billable && readableBody ? createUsageReader(headers.get("content-type") ?? "") : undefined;
-    if (reader === undefined) return SKIP_BODY;
-    this.plan = { kind: "usage", reader };
-    return CONTINUE.response_headers;
+    if (contentEncoded(headers)) {
+      this.context.onUsageMissing("encoded");
+      return;
+    }
+    const reader = createUsageReader(headers.get("content-type") ?? "");
+    if (reader !== undefined) this.plan = { kind: "usage", reader };
   }
 
+  /** The provider-errors filter's body: only a held key's 400/429, buffered by mode_override. */
   private answerBody(request: ProcessingRequest): Buffer {
     const { plan } = this;
-    if (plan.kind === "usage") {
-      // Nothing here can change the answer: the chunk is read, never held.
-      plan.reader.push(request.body);
-      // Parsing a JSON body (up to 1 MiB) waits for the next turn, after the answer is out.
-      if (request.endOfStream) setImmediate(() => this.report());
-      return CONTINUE.response_body;
-    }
     if (plan.kind !== "error") return CONTINUE.response_body;
     if (plan.size <= MAX_ERROR_BODY_BYTES) plan.chunks.push(Buffer.from(request.body));
     plan.size += request.body.length;

@@ -264,6 +264,36 @@ test.serial(
   },
 );
 
+/** Envoy's ext_proc counters for one of envoy.yaml's two response-path filters. */
+async function extProcStat(envoy: EnvoyProcess, filter: string, stat: string): Promise<number> {
+  const name = `http.ingress_http.ext_proc.${filter}.${stat}`;
+  const text = await envoy.admin(`/stats?filter=${encodeURIComponent(`^${name}$`)}`);
+  const match = new RegExp(`^${name.replaceAll(".", "\\.")}: (\\d+)$`, "m").exec(text);
+  if (match === null) throw new Error(`Envoy has no stat ${name}`);
+  return Number(match[1]);
+}
+
+test.serial(
+  "a success never waits for keygate's errors filter; only a 4xx opens its stream",
+  async (t) => {
+    const { envoy } = t.context;
+    const errorsBefore = await extProcStat(envoy, "provider_errors", "streams_started");
+    const usageBefore = await extProcStat(envoy, "token_usage", "streams_started");
+    // (Scripts whose models later tests look up by name are left to them.)
+    for (let index = 0; index < 2; index++) t.is((await send(envoy, "anthropic-sse")).status, 200);
+    t.is(
+      await extProcStat(envoy, "provider_errors", "streams_started"),
+      errorsBefore,
+      "2xx answers skip the provider-errors filter (its status-class matcher)",
+    );
+    t.is(await extProcStat(envoy, "token_usage", "streams_started"), usageBefore + 2);
+    t.is((await send(envoy, "anthropic-401")).status, 502);
+    t.is(await extProcStat(envoy, "provider_errors", "streams_started"), errorsBefore + 1);
+    // Observability mode: keygate sent the usage filter nothing to wait for or apply.
+    t.is(await extProcStat(envoy, "token_usage", "spurious_msgs_received"), 0);
+  },
+);
+
 test.serial("a stream longer than the ext_proc timeout still has its usage counted", async (t) => {
   const received = await send(t.context.envoy, "anthropic-sse-slow");
   t.is(received.status, 200);

@@ -2,12 +2,14 @@
  * ext_proc's Process over real gRPC: keygate's HTTP/2 server with the response-path service,
  * called by grpc-js with Envoy's protos (as Envoy would: one stream per response, messages
  * in the order Envoy sends them), and by raw HTTP/2 for what a broken or hostile peer sends.
- * Usage goes to a sink in the test that collects what it is given.
+ * Two kinds of stream, as envoy.yaml's two filters open them: the provider-errors filter's
+ * (each message waits for its answer) and the usage filter's (observability_mode: sent
+ * without waiting, never answered). Usage goes to a sink in the test that collects it.
  */
 import http2 from "node:http2";
 import { Writable } from "node:stream";
 import { type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
-import anyTest, { type ExecutionContext, type TestFn } from "ava";
+import anyTest, { type TestFn } from "ava";
 import { createProcessService } from "../../server/extproc/process-service.js";
 import {
   PROCESS_PATH,
@@ -79,11 +81,15 @@ test.after.always(async (t) => {
 
 type Message = Record<string, unknown>;
 
-/** One Process call through grpc-js: send each request, collect the answers until the end. */
+/**
+ * One Process call through grpc-js: send each request, collect the answers until the end.
+ * `observe`: as the usage filter does, each request is marked observability_mode and sent
+ * without waiting for an answer.
+ */
 async function exchange(
   target: string,
   requests: Message[],
-  { halfClose = true }: { halfClose?: boolean } = {},
+  { halfClose = true, observe = false }: { halfClose?: boolean; observe?: boolean } = {},
 ): Promise<{ answers: Message[]; code: number }> {
   const Processor = makeGenericClientConstructor(externalProcessorService(), "ExternalProcessor");
   const client = new Processor(target, credentials.createInsecure()) as unknown as {
@@ -97,9 +103,13 @@ async function exchange(
     call.on("status", (status: { code: number }) => resolve(status.code));
     call.on("error", () => {});
   });
-  // Like Envoy, wait for each answer before sending the next message.
   for (const request of requests) {
     const before = answers.length;
+    if (observe) {
+      call.write({ ...request, observability_mode: true });
+      continue;
+    }
+    // Like Envoy, wait for each answer before sending the next message.
     call.write(request);
     while (answers.length === before) await new Promise((resolve) => setTimeout(resolve, 2));
   }
@@ -150,13 +160,6 @@ function body(text: string, endOfStream: boolean): Message {
 
 const KNOWN = { client_id: "acme", auth_mode: "known" };
 
-/** A mode override whose response body mode is NONE (0: proto3 leaves it off the wire). */
-function bodyNotWanted(t: ExecutionContext, answer: Message | undefined): void {
-  const mode = answer?.mode_override as Record<string, string> | undefined;
-  t.is(mode?.response_header_mode, "SEND", "a mode override is there");
-  t.is(mode?.response_body_mode ?? "NONE", "NONE");
-}
-
 test.serial("a held key's 401: an immediate AUTH_ERROR, then the call ends OK", async (t) => {
   const { answers, code } = await exchange(t.context.target, [
     responseHeaders(
@@ -198,25 +201,47 @@ test.serial("a held key's 429: its body is buffered (mode override), then judged
   t.false(immediate.body.toString().includes("sk-ant"));
 });
 
-test.serial("bring-your-own and anonymous responses: CONTINUE and no body wanted", async (t) => {
+test.serial("bring-your-own and anonymous responses: CONTINUE, nothing changed", async (t) => {
   for (const auth of [{ auth_mode: "byo" }, { auth_mode: "anonymous" }, {}] as Record<
     string,
     string
   >[]) {
-    const { answers } = await exchange(t.context.target, [
-      responseHeaders({ ":status": "401", "content-type": "application/json" }, auth),
-    ]);
+    const { answers, code } = await exchange(
+      t.context.target,
+      [responseHeaders({ ":status": "401", "content-type": "application/json" }, auth)],
+      { halfClose: false },
+    );
     t.is(answers[0]?.response, "response_headers");
-    bodyNotWanted(t, answers[0]);
+    t.is(answers[0]?.mode_override, undefined, "no body asked for");
     t.is(
       (answers[0]?.response_headers as { response?: { header_mutation?: unknown } } | undefined)
         ?.response?.header_mutation,
       undefined,
     );
+    t.is(code, 0, "nothing more wanted: keygate ended the call");
   }
 });
 
-test.serial("keygate ends the call itself once the response needs nothing more", async (t) => {
+test.serial(
+  "a held key's success: the provider-errors filter lets it through at once",
+  async (t) => {
+    const before = t.context.recorded.length;
+    const { answers, code } = await exchange(
+      t.context.target,
+      [responseHeaders({ ":status": "200", "content-type": "text/event-stream" }, KNOWN)],
+      { halfClose: false },
+    );
+    t.deepEqual(
+      answers.map((a) => a.response),
+      ["response_headers"],
+    );
+    t.is(answers[0]?.mode_override, undefined, "its body is not asked for");
+    t.is(code, 0, "ended after the headers' answer");
+    t.is(t.context.recorded.length, before, "usage is the other filter's business");
+  },
+);
+
+test.serial("the usage filter: keygate never answers, and ends the call once done", async (t) => {
   const byo = await exchange(
     t.context.target,
     [
@@ -225,21 +250,16 @@ test.serial("keygate ends the call itself once the response needs nothing more",
         { auth_mode: "byo" },
       ),
     ],
-    { halfClose: false },
+    { halfClose: false, observe: true },
   );
-  t.is(byo.code, 0, "a skipped body: ended after the headers' answer");
-  const held401 = await exchange(
+  t.is(byo.answers.length, 0);
+  t.is(byo.code, 0, "nothing to count: ended at the headers, so Envoy sends no body");
+  const failure = await exchange(
     t.context.target,
-    [
-      responseHeaders(
-        { ":status": "401", "content-type": "application/json" },
-        { client_id: "acme", auth_mode: "known" },
-      ),
-    ],
-    { halfClose: false },
+    [responseHeaders({ ":status": "401", "content-type": "application/json" }, KNOWN)],
+    { halfClose: false, observe: true },
   );
-  t.is(held401.answers[0]?.response, "immediate_response");
-  t.is(held401.code, 0, "an immediate answer: ended after it");
+  t.deepEqual(failure, { answers: [], code: 0 }, "a provider error has no usage to count");
   const streamed = await exchange(
     t.context.target,
     [
@@ -250,10 +270,9 @@ test.serial("keygate ends the call itself once the response needs nothing more",
       body('data: {"type":"message_delta","usage":{"output_tokens":2}}\n\n', false),
       body("", true),
     ],
-    { halfClose: false },
+    { halfClose: false, observe: true },
   );
-  t.is(streamed.answers.length, 3);
-  t.is(streamed.code, 0, "a body read to its end: ended after the last chunk's answer");
+  t.deepEqual(streamed, { answers: [], code: 0 }, "a body read to its end: ended after it");
   const open = await exchange(
     t.context.target,
     [
@@ -262,20 +281,20 @@ test.serial("keygate ends the call itself once the response needs nothing more",
         { client_id: "ops", auth_mode: "internal" },
       ),
     ],
-    { halfClose: false },
+    { halfClose: false, observe: true },
   );
   t.is(open.code, -1, "a body still to come: the call stays open");
 });
 
-test.serial(
-  "a streamed success: each chunk CONTINUE, usage reported once at the end",
-  async (t) => {
-    const before = t.context.recorded.length;
-    const events = [
-      'data: {"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":9,"output_tokens":1}}}\n\n',
-      'data: {"type":"message_delta","usage":{"output_tokens":4}}\n\n',
-    ];
-    const { answers } = await exchange(t.context.target, [
+test.serial("a streamed success: read as it passes, usage reported once at the end", async (t) => {
+  const before = t.context.recorded.length;
+  const events = [
+    'data: {"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":9,"output_tokens":1}}}\n\n',
+    'data: {"type":"message_delta","usage":{"output_tokens":4}}\n\n',
+  ];
+  const { answers } = await exchange(
+    t.context.target,
+    [
       responseHeaders(
         { ":status": "200", "content-type": "text/event-stream" },
         { client_id: "ops", auth_mode: "internal" },
@@ -283,37 +302,38 @@ test.serial(
       body(events[0]?.slice(0, 30) ?? "", false),
       body((events[0]?.slice(30) ?? "") + (events[1] ?? ""), false),
       body("", true),
-    ]);
-    t.deepEqual(
-      answers.map((a) => a.response),
-      ["response_headers", "response_body", "response_body", "response_body"],
-    );
-    t.is(answers[0]?.mode_override, undefined, "the body stays STREAMED");
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    t.deepEqual(t.context.recorded.slice(before), [
-      {
-        clientId: "ops",
-        usage: {
-          model: "claude-x",
-          inputTokens: 9,
-          outputTokens: 4,
-          cacheReadTokens: 0,
-          cacheWriteTokens: 0,
-        },
+    ],
+    { observe: true },
+  );
+  t.is(answers.length, 0);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  t.deepEqual(t.context.recorded.slice(before), [
+    {
+      clientId: "ops",
+      usage: {
+        model: "claude-x",
+        inputTokens: 9,
+        outputTokens: 4,
+        cacheReadTokens: 0,
+        cacheWriteTokens: 0,
       },
-    ]);
-  },
-);
+    },
+  ]);
+});
 
 test.serial("a gzip-encoded success is not read, and counted as missing usage", async (t) => {
   const before = t.context.missing.length;
-  const { answers } = await exchange(t.context.target, [
-    responseHeaders(
-      { ":status": "200", "content-type": "application/json", "content-encoding": "gzip" },
-      KNOWN,
-    ),
-  ]);
-  bodyNotWanted(t, answers[0]);
+  const { code } = await exchange(
+    t.context.target,
+    [
+      responseHeaders(
+        { ":status": "200", "content-type": "application/json", "content-encoding": "gzip" },
+        KNOWN,
+      ),
+    ],
+    { halfClose: false, observe: true },
+  );
+  t.is(code, 0, "ended at the headers: Envoy sends no body");
   t.deepEqual(t.context.missing.slice(before), ["encoded"]);
 });
 
@@ -321,10 +341,15 @@ test.serial("a stream that never reports usage is counted as missing usage", asy
   const before = t.context.missing.length;
   const recordedBefore = t.context.recorded.length;
   // An OpenAI stream sent without stream_options.include_usage: no usage chunk.
-  await exchange(t.context.target, [
-    responseHeaders({ ":status": "200", "content-type": "text/event-stream" }, KNOWN),
-    body('data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n', true),
-  ]);
+  await exchange(
+    t.context.target,
+    [
+      responseHeaders({ ":status": "200", "content-type": "text/event-stream" }, KNOWN),
+      body('data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n', true),
+    ],
+    { observe: true },
+  );
+  await new Promise((resolve) => setTimeout(resolve, 20));
   t.is(t.context.recorded.length, recordedBefore);
   t.deepEqual(t.context.missing.slice(before), ["not_found"]);
 });
@@ -418,19 +443,21 @@ test.serial("a stream reset mid-body still reports the usage read so far", async
   await rawCall(t.context.target, (stream) => {
     stream.write(
       frame(
-        serializeProcessingRequest(
-          responseHeaders({ ":status": "200", "content-type": "text/event-stream" }, KNOWN),
-        ),
+        serializeProcessingRequest({
+          ...responseHeaders({ ":status": "200", "content-type": "text/event-stream" }, KNOWN),
+          observability_mode: true,
+        }),
       ),
     );
     stream.write(
       frame(
-        serializeProcessingRequest(
-          body(
+        serializeProcessingRequest({
+          ...body(
             'data: {"type":"message_start","message":{"model":"m","usage":{"input_tokens":5,"output_tokens":1}}}\n',
             false,
           ),
-        ),
+          observability_mode: true,
+        }),
       ),
       () => setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), 50),
     );

@@ -78,6 +78,7 @@ test("ProcessingRequest: the reference's encoding decodes to what it carries", (
       if (g.number !== undefined) expected.keystore_generation = String(g.number);
       t.deepEqual(Object.fromEntries(decoded.metadata), expected);
       t.is(decoded.attributes.get("request.id"), g.requestId);
+      t.is(decoded.observabilityMode, g.observability);
     }),
     { numRuns: 300 },
   );

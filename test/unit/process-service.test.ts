@@ -72,13 +72,15 @@ const messageArbitrary = fc.oneof(
 
 type Generated = typeof messageArbitrary extends fc.Arbitrary<infer T> ? T : never;
 
-function encode(message: Generated): Buffer {
+function encode(message: Generated, observability: boolean): Buffer {
   if (message.kind === "garbage") return Buffer.from(message.bytes);
   if (message.kind === "body")
     return serializeProcessingRequest({
       response_body: { body: message.body, end_of_stream: message.endOfStream },
+      observability_mode: observability,
     });
   return serializeProcessingRequest({
+    observability_mode: observability,
     response_headers: {
       headers: {
         headers: Object.entries(message.headers)
@@ -96,7 +98,7 @@ function encode(message: Generated): Buffer {
 
 // The time a message may take is pinned where the work is (usage-reader.test.ts: the
 // largest JSON and SSE inputs); timing every message here measured the shared machine.
-test("arbitrary message sequences: one matching answer each, WireError or nothing thrown", (t) => {
+test("arbitrary message sequences: one matching answer each (none in observability mode), WireError or nothing thrown", (t) => {
   const logs: string[] = [];
   const logger = createLogger(
     "debug",
@@ -108,44 +110,53 @@ test("arbitrary message sequences: one matching answer each, WireError or nothin
     }),
   );
   fc.assert(
-    fc.property(fc.array(messageArbitrary, { minLength: 1, maxLength: 8 }), (messages) => {
-      let reports = 0;
-      const handler = createProcessService({
-        usage: { record: () => reports++ },
-        logger,
-      });
-      const sent: Buffer[] = [];
-      const call: StreamCall = { send: (framed) => sent.push(framed), end: () => {} };
-      const listener = handler(call);
-      for (const message of messages) {
-        const before = sent.length;
-        try {
-          listener.onMessage(encode(message));
-        } catch (error) {
-          t.true(error instanceof WireError, String(error));
-          t.is(sent.length, before);
-          continue;
+    fc.property(
+      fc.boolean(),
+      fc.array(messageArbitrary, { minLength: 1, maxLength: 8 }),
+      (observability, messages) => {
+        let reports = 0;
+        const handler = createProcessService({
+          usage: { record: () => reports++ },
+          logger,
+        });
+        const sent: Buffer[] = [];
+        const call: StreamCall = { send: (framed) => sent.push(framed), end: () => {} };
+        const listener = handler(call);
+        for (const message of messages) {
+          const before = sent.length;
+          try {
+            listener.onMessage(encode(message, observability));
+          } catch (error) {
+            t.true(error instanceof WireError, String(error));
+            t.is(sent.length, before);
+            continue;
+          }
+          if (message.kind === "garbage") {
+            t.true(sent.length - before <= 1);
+            continue;
+          }
+          if (observability) {
+            t.is(sent.length, before, "Envoy ignores answers in observability mode: none sent");
+            continue;
+          }
+          t.is(sent.length - before, 1, "exactly one answer");
+          const answer = deserializeProcessingResponse(
+            (sent.at(-1) as Buffer).subarray(GRPC_PREFIX_BYTES),
+          );
+          const expected = message.kind === "headers" ? "response_headers" : "response_body";
+          t.true(
+            answer.response === expected || answer.response === "immediate_response",
+            String(answer.response),
+          );
+          const immediate = answer.immediate_response as { body: Buffer } | undefined;
+          if (immediate !== undefined) t.false(immediate.body.toString("latin1").includes(SECRET));
         }
-        if (message.kind === "garbage") {
-          t.true(sent.length - before <= 1);
-          continue;
-        }
-        t.is(sent.length - before, 1, "exactly one answer");
-        const answer = deserializeProcessingResponse(
-          (sent.at(-1) as Buffer).subarray(GRPC_PREFIX_BYTES),
-        );
-        const expected = message.kind === "headers" ? "response_headers" : "response_body";
-        t.true(
-          answer.response === expected || answer.response === "immediate_response",
-          String(answer.response),
-        );
-        const immediate = answer.immediate_response as { body: Buffer } | undefined;
-        if (immediate !== undefined) t.false(immediate.body.toString("latin1").includes(SECRET));
-      }
-      listener.onClose?.();
-      listener.onClose?.();
-      t.true(reports <= 1, "usage reported at most once");
-    }),
+        listener.onClose?.();
+        listener.onClose?.();
+        // Usage is the observing filter's business only; the answering one never counts it.
+        t.true(reports <= (observability ? 1 : 0), "usage reported at most once");
+      },
+    ),
     { numRuns: 400 },
   );
   t.false(logs.join("").includes("sk-ant-api03-secret"), "nothing secret logged");
