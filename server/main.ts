@@ -21,9 +21,9 @@ import { formatIssue } from "./keystore/format/model.js";
 import { KeystoreManager, type ReloadOutcome } from "./keystore/reload/keystore-manager.js";
 import { watchKeystore } from "./keystore/reload/keystore-watcher.js";
 import { KeystoreStore } from "./keystore/store/store.js";
-import { UsageRecorder } from "./keystore/store/usage-recorder.js";
 import type { Logger } from "./logger.js";
 import { startBudgets } from "./usage/budgets.js";
+import { LastUseRecorder } from "./usage/last-use-recorder.js";
 import type { UsageSink } from "./usage/token-usage.js";
 import { fanOut, startUsageRecording } from "./usage/usage-recording.js";
 
@@ -89,7 +89,7 @@ export async function startKeygate(
     );
   }
 
-  const usage = new UsageRecorder(store, logger, USAGE_FLUSH_MS);
+  const usage = new LastUseRecorder(store, logger, USAGE_FLUSH_MS);
   const usageRecording = startUsageRecording({
     dbPath: config.dbPath,
     registry: metrics.registry,

@@ -14,9 +14,9 @@ import { type BodyView, extractCredential } from "../auth/extract-credential.js"
 import { resolvePolicy } from "../auth/policy.js";
 import type { Mode } from "../config.js";
 import type { KeystoreManager } from "../keystore/reload/keystore-manager.js";
-import type { UsageRecorder } from "../keystore/store/usage-recorder.js";
 import type { Logger } from "../logger.js";
 import type { BudgetCounters } from "../usage/budget-counters.js";
+import type { LastUseRecorder } from "../usage/last-use-recorder.js";
 import { encodeCheckResponse } from "./check-response-wire.js";
 import type { UnaryHandler } from "./grpc-server.js";
 import { lookupCredential } from "./lookup-credential.js";
@@ -30,7 +30,7 @@ export interface CheckServiceDeps {
   readonly keystore: KeystoreManager;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  readonly usage?: UsageRecorder;
+  readonly usage?: LastUseRecorder;
   /** What each budgeted client has spent (read from memory); absent: budgets are not enforced. */
   readonly budgets?: Pick<BudgetCounters, "spent">;
   /** Brute-force throttling; absent when it is off. */

@@ -2,14 +2,14 @@
  * Per-client token usage, recorded off the hot path: record() adds a response's tokens to
  * an in-memory batch keyed by client, model and UTC day; a timer writes the batch to
  * SQLite in one transaction every few seconds (and once more at close), so the response
- * path never waits on a disk write. The pattern of keystore/store/usage-recorder.ts,
- * for token counts.
+ * path never waits on a disk write (write-batch.ts).
  */
 import type { Logger } from "../logger.js";
 import { WindowClock } from "./budget-window.js";
 import { normalizeModel } from "./model-name.js";
 import type { TokenUsage, UsageSink } from "./token-usage.js";
 import type { DailyUsage } from "./usage-table.js";
+import { WriteBatch } from "./write-batch.js";
 
 /**
  * Rows (client × model × day) held at most: bounds what a database that stays unwritable
@@ -26,9 +26,6 @@ export const MAX_PENDING_ROWS = 100_000;
 export const MAX_MODELS_PER_CLIENT_DAY = 50;
 /** Where a client's models past the bound are counted; never a real (normalized) model id. */
 export const OTHER_MODELS = "(other)";
-/** Consecutive failed flushes (at the 5 s interval, about a minute) before a warning. */
-const FAILURES_BEFORE_WARNING = 12;
-
 /** Where a batch goes: one all-or-nothing write (TokenUsageTable.add). */
 export interface UsageBatchWriter {
   add(rows: readonly DailyUsage[]): void;
@@ -53,40 +50,33 @@ interface PendingRow {
 }
 
 export class UsageLedger implements UsageSink {
-  private pending = new Map<string, PendingRow>();
+  private readonly batch: WriteBatch<PendingRow>;
   private readonly clock = new WindowClock();
-  private readonly timer: NodeJS.Timeout;
-  private readonly maxPendingRows: number;
-  private failures = 0;
-  private dropped = 0;
   /** Each client's distinct models on `modelsDay` (only today's are kept). */
   private modelsToday = new Map<string, Set<string>>();
   private modelsDay = "";
 
-  constructor(
-    private readonly writer: UsageBatchWriter,
-    private readonly logger: Logger,
-    private readonly options: UsageLedgerOptions,
-  ) {
-    this.maxPendingRows = options.maxPendingRows ?? MAX_PENDING_ROWS;
-    this.timer = setInterval(() => this.flush(), options.flushIntervalMs);
-    this.timer.unref();
+  constructor(writer: UsageBatchWriter, logger: Logger, options: UsageLedgerOptions) {
+    this.batch = new WriteBatch<PendingRow>({
+      what: "token usage",
+      flushIntervalMs: options.flushIntervalMs,
+      maxPending: options.maxPendingRows ?? MAX_PENDING_ROWS,
+      write: (rows) => writer.add(rows),
+      merge: addRow,
+      weight: (row) => row.requests,
+      ...(options.onDropped === undefined ? {} : { onDropped: options.onDropped }),
+      logger,
+    });
   }
 
   /** Adds one response's usage to the batch; O(1), no I/O. */
   record(clientId: string, usage: TokenUsage, now: number): void {
     const day = this.clock.windowOf("day", now).startDay;
     const model = this.boundedModel(clientId, normalizeModel(usage.model), day);
-    const key = `${clientId}\0${model}\0${day}`;
-    let row = this.pending.get(key);
-    if (row === undefined) {
-      if (this.pending.size >= this.maxPendingRows) {
-        this.dropped++;
-        return;
-      }
-      row = emptyRow(clientId, model, day);
-      this.pending.set(key, row);
-    }
+    const row = this.batch.row(`${clientId}\0${model}\0${day}`, () =>
+      emptyRow(clientId, model, day),
+    );
+    if (row === undefined) return;
     row.requests++;
     row.inputTokens += count(usage.inputTokens);
     row.outputTokens += count(usage.outputTokens);
@@ -113,63 +103,26 @@ export class UsageLedger implements UsageSink {
 
   /** Rows waiting for the next flush. */
   get pendingRows(): number {
-    return this.pending.size;
+    return this.batch.size;
   }
 
-  /**
-   * Writes the batch. A failed write (the database busy with a reload, never waited for,
-   * or unwritable) keeps its rows for the next flush, up to the pending bound.
-   */
+  /** Writes the batch (WriteBatch.flush). */
   flush(): void {
-    this.reportDropped();
-    if (this.pending.size === 0) return;
-    const batch = this.pending;
-    this.pending = new Map();
-    try {
-      this.writer.add([...batch.values()]);
-      if (this.failures >= FAILURES_BEFORE_WARNING) this.logger.info("token usage written again");
-      this.failures = 0;
-    } catch (error) {
-      this.failures++;
-      const level = this.failures === FAILURES_BEFORE_WARNING ? "warn" : "debug";
-      this.logger[level](
-        { err: error, rows: batch.size, failures: this.failures },
-        "token usage not written; retrying at the next flush",
-      );
-      this.keep(batch);
-    }
+    this.batch.flush();
   }
 
   /** Final flush and timer stop. */
   close(): void {
-    clearInterval(this.timer);
-    this.flush();
+    this.batch.close();
   }
+}
 
-  /** Puts a batch that was not written back under what arrived since, within the bound. */
-  private keep(batch: Map<string, PendingRow>): void {
-    for (const [key, row] of batch) {
-      const newer = this.pending.get(key);
-      if (newer !== undefined) {
-        newer.requests += row.requests;
-        newer.inputTokens += row.inputTokens;
-        newer.outputTokens += row.outputTokens;
-        newer.cacheReadTokens += row.cacheReadTokens;
-        newer.cacheWriteTokens += row.cacheWriteTokens;
-      } else if (this.pending.size < this.maxPendingRows) this.pending.set(key, row);
-      else this.dropped += row.requests;
-    }
-  }
-
-  private reportDropped(): void {
-    if (this.dropped === 0) return;
-    this.options.onDropped?.(this.dropped);
-    this.logger.warn(
-      { responses: this.dropped, maxPendingRows: this.maxPendingRows },
-      "token usage dropped: too many rows waiting for an unwritable database",
-    );
-    this.dropped = 0;
-  }
+function addRow(into: PendingRow, from: PendingRow): void {
+  into.requests += from.requests;
+  into.inputTokens += from.inputTokens;
+  into.outputTokens += from.outputTokens;
+  into.cacheReadTokens += from.cacheReadTokens;
+  into.cacheWriteTokens += from.cacheWriteTokens;
 }
 
 function emptyRow(clientId: string, model: string, day: string): PendingRow {

@@ -1,7 +1,7 @@
 import test from "ava";
 import type { UsageEntry } from "../../server/keystore/store/store.js";
-import { UsageRecorder } from "../../server/keystore/store/usage-recorder.js";
 import { createLogger } from "../../server/logger.js";
+import { LastUseRecorder } from "../../server/usage/last-use-recorder.js";
 
 function recorder() {
   const batches: UsageEntry[][] = [];
@@ -12,7 +12,7 @@ function recorder() {
       batches.push([...entries]);
     },
   };
-  const usage = new UsageRecorder(sink, createLogger("silent"), 60_000);
+  const usage = new LastUseRecorder(sink, createLogger("silent"), 60_000);
   return { usage, batches, failNext: () => (fail = true), recover: () => (fail = false) };
 }
 
