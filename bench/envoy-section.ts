@@ -8,8 +8,8 @@
  * throughput and CPU per request (/proc/<pid>/stat of Envoy and of the authz server
  * apart), open-loop at a fixed rate for p50/p99; configurations interleaved, medians.
  * Rendering for the bench drops the access log and the per-client rate limit (the
- * limit would turn the load into 429s) and the response path's ext_proc filter (measured by
- * the "response" section); every other ext_authz setting is the shipped one.
+ * limit would turn the load into 429s) and the response path's two ext_proc filters
+ * (measured by the "response" section); every other ext_authz setting is the shipped one.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";

@@ -72,6 +72,11 @@ export interface ResponseSectionResult {
   readonly runs: readonly ResponseRun[];
   /** keygate_usage_tokens_total summed over its series after the runs: usage was recorded. */
   readonly usageTokensRecorded: number | null;
+  /**
+   * Check p99 with the response path / without as the median of the paired runs' ratios:
+   * the target's method until 2026-12-03, reported beside the pooled one it gave way to.
+   */
+  readonly checkP99PairedRatio: number | null;
   readonly targets: readonly Target[];
 }
 
@@ -327,6 +332,7 @@ function skipped(params: ResponseParams, why: string): ResponseSectionResult {
     configurations: [],
     runs: [],
     usageTokensRecorded: null,
+    checkP99PairedRatio: null,
     targets: [],
   };
 }
@@ -526,6 +532,11 @@ export async function runResponseSection(
       configurations,
       runs,
       usageTokensRecorded: await usageTokensRecorded(keygate.adminPort),
+      checkP99PairedRatio: pairedMedian(runs, (off, on) =>
+        off.checkP99Ms === null || on.checkP99Ms === null || off.checkP99Ms === 0
+          ? null
+          : on.checkP99Ms / off.checkP99Ms,
+      ),
       targets: responseTargets(runs, configurations, checks),
     };
   } finally {

@@ -7,14 +7,16 @@
  *     `known`), a provider failure is replaced by a typed body (provider-errors.ts). When
  *     the body decides it (400/429: billing or not), that one response switches to
  *     BUFFERED with mode_override and the buffered body gets an immediate response.
- *     Every other response is answered CONTINUE at once and the stream ended.
+ *     envoy.yaml sends it nothing but an upstream's 4xx (its matcher skips the filter
+ *     otherwise); any other is answered CONTINUE at once and the stream ended.
  *   - the usage filter (observability_mode: Envoy sends the headers and each body chunk
  *     without waiting, and ignores answers, so none are sent): for `known` and `internal`
  *     successes, usage is read from the streamed body (usage-reader.ts) and reported to
  *     the UsageSink when the body ends (or the stream does). For anything else keygate
  *     ends the stream at the headers, which tells Envoy to send nothing more.
- * Splitting the two keeps the first streamed byte from waiting on keygate twice (for the
- * headers, then for the first chunk): a success waits for the headers' answer only.
+ * One filter doing both held the first streamed byte for two keygate round trips (the
+ * headers, then the first chunk); now a success waits for none, because envoy.yaml's
+ * matcher skips the provider-errors filter for everything but an upstream's 4xx.
  * Only answers from the upstream count (response.code_details via_upstream): Envoy's own
  * replies pass through the filters too. Who the request was for comes from the dynamic
  * metadata keygate's own Check set (namespace envoy.filters.http.ext_authz, forwarded by
@@ -104,8 +106,6 @@ type BodyPlan =
       readonly kind: "error";
       readonly status: number;
       readonly headers: ReadonlyMap<string, string>;
-      readonly chunks: Buffer[];
-      size: number;
     };
 
 function contentEncoded(headers: ReadonlyMap<string, string>): boolean {
@@ -135,6 +135,8 @@ class ResponseStream implements StreamListener {
   private requestId = "";
   private plan: BodyPlan = { kind: "none" };
   private reported = false;
+  /** Whether the usage filter (observability_mode) sent this stream; set by its first message. */
+  private observing: boolean | undefined;
 
   constructor(
     private readonly call: StreamCall,
@@ -145,7 +147,11 @@ class ResponseStream implements StreamListener {
     const request = decodeProcessingRequest(message, EXT_AUTHZ_NAMESPACE);
     if (request.part === undefined)
       throw new WireError("ProcessingRequest carries no request or response part");
-    if (request.observabilityMode) this.observe(request);
+    // One filter sends a stream's messages, so its first one says which kind it is.
+    this.observing ??= request.observabilityMode;
+    if (request.observabilityMode !== this.observing)
+      throw new WireError("observability_mode changed within a stream");
+    if (this.observing) this.observe(request);
     else this.call.send(this.answer(request));
     // Nothing more to read (the body not wanted, answered in full, or at its end): keygate
     // ends the call itself. Envoy then sends nothing more and ignores the stream for the
@@ -207,7 +213,7 @@ class ResponseStream implements StreamListener {
     if (disposition === "decide-now")
       return this.typedError(status, headers, undefined) ?? CONTINUE.response_headers;
     if (disposition !== "needs-body") return CONTINUE.response_headers;
-    this.plan = { kind: "error", status, headers, chunks: [], size: 0 };
+    this.plan = { kind: "error", status, headers };
     return HOLD_BODY;
   }
 
@@ -229,18 +235,21 @@ class ResponseStream implements StreamListener {
       return;
     }
     const reader = createUsageReader(headers.get("content-type") ?? "");
-    if (reader !== undefined) this.plan = { kind: "usage", reader };
+    // Neither JSON nor Server-Sent Events: no usage to read.
+    if (reader === undefined) this.context.onUsageMissing("not_found");
+    else this.plan = { kind: "usage", reader };
   }
 
-  /** The provider-errors filter's body: only a held key's 400/429, buffered by mode_override. */
+  /**
+   * The provider-errors filter's body: only a held key's 400/429, switched to BUFFERED by
+   * mode_override, so Envoy sends it whole in this one message (end_of_stream is false
+   * when trailers follow, which envoy.yaml does not send).
+   */
   private answerBody(request: ProcessingRequest): Buffer {
     const { plan } = this;
     if (plan.kind !== "error") return CONTINUE.response_body;
-    if (plan.size <= MAX_ERROR_BODY_BYTES) plan.chunks.push(Buffer.from(request.body));
-    plan.size += request.body.length;
-    if (!request.endOfStream) return CONTINUE.response_body;
-    const body = plan.size <= MAX_ERROR_BODY_BYTES ? Buffer.concat(plan.chunks) : undefined;
     this.plan = { kind: "none" };
+    const body = request.body.length <= MAX_ERROR_BODY_BYTES ? request.body : undefined;
     return this.typedError(plan.status, plan.headers, body) ?? CONTINUE.response_body;
   }
 

@@ -1,7 +1,7 @@
 /**
  * Reads token usage from a provider's response body as Envoy streams it past, chunk by
- * chunk, without holding it: the caller answers each chunk CONTINUE at once and feeds a
- * copy of what it needs here. Two formats:
+ * chunk, without holding it (the usage filter runs in observability mode: Envoy never
+ * waits for keygate), keeping a copy of only what it needs. Two formats:
  *   - JSON (application/json): a copy searched at the end for its top-level fields
  *     (json-fields.ts), whole up to MAX_JSON_BYTES; of a larger body only its first
  *     HEAD_BYTES (for `model`, which precedes the content) and last TAIL_BYTES (for

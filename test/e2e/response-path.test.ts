@@ -1,6 +1,6 @@
 /**
  * The response path through the real Envoy running envoy/envoy.yaml: a provider stub plays
- * recorded Anthropic and OpenAI answers, Envoy's ext_proc filter streams them through the
+ * recorded Anthropic and OpenAI answers, Envoy's two ext_proc filters show them to the
  * real keygate process, and the client sees what keygate made of them: typed JSON for a
  * held key's provider failures, everything else untouched, a Server-Sent Events stream
  * delivered as it is produced, and the usage keygate read reported (its debug log line).
@@ -273,24 +273,46 @@ async function extProcStat(envoy: EnvoyProcess, filter: string, stat: string): P
   return Number(match[1]);
 }
 
+/** A series' value on keygate's /metrics (0 when absent). */
+async function keygateMetric(keygate: KeygateProcess, series: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${keygate.adminPort}/metrics`)).text();
+  const line = text.split("\n").find((entry) => entry.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
+
 test.serial(
-  "a success never waits for keygate's errors filter; only a 4xx opens its stream",
+  "the provider-errors filter runs for an upstream's 4xx only; both filters serve /byo/ too",
   async (t) => {
-    const { envoy } = t.context;
-    const errorsBefore = await extProcStat(envoy, "provider_errors", "streams_started");
-    const usageBefore = await extProcStat(envoy, "token_usage", "streams_started");
+    const { envoy, keygate } = t.context;
+    const errorStreams = () => extProcStat(envoy, "provider_errors", "streams_started");
+    const usageStreams = () => extProcStat(envoy, "token_usage", "streams_started");
+    const errorsBefore = await errorStreams();
+    const usageBefore = await usageStreams();
     // (Scripts whose models later tests look up by name are left to them.)
     for (let index = 0; index < 2; index++) t.is((await send(envoy, "anthropic-sse")).status, 200);
-    t.is(
-      await extProcStat(envoy, "provider_errors", "streams_started"),
-      errorsBefore,
-      "2xx answers skip the provider-errors filter (its status-class matcher)",
-    );
-    t.is(await extProcStat(envoy, "token_usage", "streams_started"), usageBefore + 2);
-    t.is((await send(envoy, "anthropic-401")).status, 502);
-    t.is(await extProcStat(envoy, "provider_errors", "streams_started"), errorsBefore + 1);
-    // Observability mode: keygate sent the usage filter nothing to wait for or apply.
-    t.is(await extProcStat(envoy, "token_usage", "spurious_msgs_received"), 0);
+    t.is(await errorStreams(), errorsBefore, "a 2xx skips it: the first byte never waits");
+    t.is(await usageStreams(), usageBefore + 2, "the usage filter sees every response");
+    const overloaded = await send(envoy, "anthropic-529");
+    t.is(overloaded.status, 529, "a held key's 5xx passes untouched");
+    t.is(overloaded.body, scriptText("anthropic-529"));
+    const denied = await send(envoy, "anthropic-401", { headers: { authorization: "" } });
+    t.is(denied.status, 401);
+    t.is(JSON.parse(denied.body).type, "UNAUTHORIZED", "keygate's own denial, from Envoy");
+    t.is(await errorStreams(), errorsBefore, "neither a 5xx nor Envoy's own 4xx opens a stream");
+    // /byo/ turns both filters on as well: a kg_ token there gets its held key, so the
+    // provider's 401 is typed and a success's usage is counted.
+    const typed = await send(envoy, "anthropic-401", { path: "/byo/v1/messages" });
+    t.is(typed.status, 502);
+    t.is(JSON.parse(typed.body).type, "AUTH_ERROR");
+    t.is(await errorStreams(), errorsBefore + 1);
+    const series = 'keygate_usage_responses_total{client="acme",model="claude-sonnet-4-5"}';
+    const counted = await keygateMetric(keygate, series);
+    t.is((await send(envoy, "anthropic-sse", { path: "/byo/v1/messages" })).status, 200);
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; ) {
+      if ((await keygateMetric(keygate, series)) > counted) break;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    t.is(await keygateMetric(keygate, series), counted + 1, "usage counted through /byo/");
   },
 );
 

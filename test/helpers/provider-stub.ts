@@ -62,6 +62,13 @@ export const SCRIPTS: Readonly<Record<string, Script>> = {
       },
     ],
   },
+  // Anthropic's "overloaded": a 5xx, which keygate never types (the provider-errors
+  // filter is skipped for it).
+  "anthropic-529": {
+    status: 529,
+    headers: { "content-type": "application/json", "request-id": "req_anthropic_529" },
+    parts: [{ delayMs: 0, text: anthropicError("overloaded_error", "Overloaded") }],
+  },
   "anthropic-429": {
     status: 429,
     headers: {

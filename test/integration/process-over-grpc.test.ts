@@ -201,6 +201,19 @@ test.serial("a held key's 429: its body is buffered (mode override), then judged
   t.false(immediate.body.toString().includes("sk-ant"));
 });
 
+test.serial("a buffered error body is judged whole, even when trailers follow it", async (t) => {
+  const quota = JSON.stringify({
+    error: { type: "insufficient_quota", code: "insufficient_quota" },
+  });
+  const { answers } = await exchange(t.context.target, [
+    responseHeaders({ ":status": "429", "content-type": "application/json" }, KNOWN),
+    // BUFFERED sends the whole body in one message; end_of_stream is false before trailers.
+    body(quota, false),
+  ]);
+  const immediate = answers[1]?.immediate_response as { body: Buffer } | undefined;
+  t.like(JSON.parse(immediate?.body.toString() ?? "{}"), { type: "BILLING" });
+});
+
 test.serial("bring-your-own and anonymous responses: CONTINUE, nothing changed", async (t) => {
   for (const auth of [{ auth_mode: "byo" }, { auth_mode: "anonymous" }, {}] as Record<
     string,
@@ -335,6 +348,17 @@ test.serial("a gzip-encoded success is not read, and counted as missing usage", 
   );
   t.is(code, 0, "ended at the headers: Envoy sends no body");
   t.deepEqual(t.context.missing.slice(before), ["encoded"]);
+});
+
+test.serial("a success that is neither JSON nor SSE is counted as missing usage", async (t) => {
+  const before = t.context.missing.length;
+  const { code } = await exchange(
+    t.context.target,
+    [responseHeaders({ ":status": "200", "content-type": "text/plain" }, KNOWN)],
+    { halfClose: false, observe: true },
+  );
+  t.is(code, 0, "nothing to read: ended at the headers");
+  t.deepEqual(t.context.missing.slice(before), ["not_found"]);
 });
 
 test.serial("a stream that never reports usage is counted as missing usage", async (t) => {

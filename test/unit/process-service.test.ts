@@ -161,3 +161,35 @@ test("arbitrary message sequences: one matching answer each (none in observabili
   );
   t.false(logs.join("").includes("sk-ant-api03-secret"), "nothing secret logged");
 });
+
+test("a stream's kind is set by its first message: a later one from the other filter is refused", (t) => {
+  for (const first of [false, true]) {
+    const handler = createProcessService({
+      usage: { record: () => {} },
+      logger: createLogger("silent"),
+    });
+    const sent: Buffer[] = [];
+    const listener = handler({ send: (framed) => sent.push(framed), end: () => {} });
+    const headers = (observability: boolean) =>
+      serializeProcessingRequest({
+        observability_mode: observability,
+        response_headers: {
+          headers: { headers: [{ key: ":status", raw_value: Buffer.from("429") }] },
+        },
+        metadata_context: {
+          filter_metadata: { [NAMESPACE]: stringStruct({ client_id: "acme", auth_mode: "known" }) },
+        },
+      });
+    listener.onMessage(headers(first));
+    const error = t.throws(() =>
+      listener.onMessage(
+        serializeProcessingRequest({
+          observability_mode: !first,
+          response_body: { body: Buffer.from("{}"), end_of_stream: true },
+        }),
+      ),
+    );
+    t.true(error instanceof WireError);
+    t.is(sent.length, first ? 0 : 1, "only the first message was answered, if at all");
+  }
+});
