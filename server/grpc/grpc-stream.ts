@@ -149,8 +149,12 @@ function streamCall(stream: http2.ServerHttp2Stream): StreamCall & { readonly ov
         },
         { endStream: true },
       );
-      // Tell the peer to stop sending what is left of the request.
-      if (code !== GrpcStatus.OK) stream.close(NGHTTP2_NO_ERROR);
+      // Ended before the peer half-closed (the usage filter's streams, at the end of what
+      // keygate needs): RST_STREAM NO_ERROR after the status asks the peer to stop sending
+      // without error (RFC 9113 section 8.1). Otherwise Envoy resets the stream with
+      // INTERNAL_ERROR, and Node builds an error with a stack trace for each. (Not after
+      // trailers that follow messages: Node can send the reset before them.)
+      if (!stream.readableEnded) stream.close(NGHTTP2_NO_ERROR);
     },
   };
 }

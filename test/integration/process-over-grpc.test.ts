@@ -462,6 +462,42 @@ test.serial("hostile frames end the call with a status, never the server", async
   t.is(code, 0);
 });
 
+test.serial(
+  "a usage stream keygate ends early: its status, then RST_STREAM NO_ERROR (never an error reset)",
+  async (t) => {
+    // Without the reset Envoy, still sending, resets the stream itself with INTERNAL_ERROR.
+    const session = http2.connect(`http://${t.context.target}`);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": PROCESS_PATH,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    let status: unknown;
+    stream.on("response", (headers) => {
+      status = headers["grpc-status"];
+    });
+    stream.on("error", () => {});
+    stream.write(
+      frame(
+        serializeProcessingRequest({
+          ...responseHeaders({ ":status": "200" }, { auth_mode: "byo" }),
+          observability_mode: true,
+        }),
+      ),
+    );
+    // The client never half-closes, as Envoy's usage filter does not.
+    const closed = await Promise.race([
+      new Promise((resolve) => stream.once("close", () => resolve(true))),
+      new Promise((resolve) => setTimeout(() => resolve(false), 2000)),
+    ]);
+    session.destroy();
+    t.true(closed, "keygate closed the stream");
+    t.is(status, "0");
+    t.is(stream.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+  },
+);
+
 test.serial("a stream reset mid-body still reports the usage read so far", async (t) => {
   const before = t.context.recorded.length;
   await rawCall(t.context.target, (stream) => {
