@@ -11,15 +11,17 @@
  * accounting is seen not to slow a Check.
  */
 import http from "node:http";
+import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { parseDocument } from "yaml";
 import { findEnvoy } from "../scripts/find-envoy.mjs";
 import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
 import { type EnvoyProcess, startEnvoy } from "../test/helpers/envoy.js";
+import { serializeProcessingRequest, stringStruct } from "../test/helpers/ext-proc-protos.js";
 import { GrpcH2Channel } from "./grpc-h2-client.js";
 import { generateKeystore } from "./keystore-fixture.js";
 import { processCpuTicks } from "./machine-load.js";
-import { awaitQuiet, clockTicks, metricValue, startKeygateChild } from "./processes.js";
+import { awaitQuiet, clockTicks, startKeygateChild } from "./processes.js";
 import { type Target, target } from "./report.js";
 import { median, quantile, round } from "./stats.js";
 import { BENCH_MODEL, encodeCheck } from "./workload.js";
@@ -35,6 +37,13 @@ export interface ResponseParams {
   readonly checkRate: number;
   readonly warmupRequests: number;
   readonly repetitions: number;
+  /**
+   * Token-by-token streams straight to keygate's Process method, as the usage filter sends
+   * them: this many at once, each with `tokenEvents` content deltas `tokenGapMs` apart.
+   */
+  readonly tokenStreams: number;
+  readonly tokenEvents: number;
+  readonly tokenGapMs: number;
 }
 
 export const RESPONSE_CONFIGURATIONS = ["ext_authz only", "ext_authz + ext_proc"] as const;
@@ -77,6 +86,10 @@ export interface ResponseSectionResult {
    * the target's method until 2026-12-03, reported beside the pooled one it gave way to.
    */
   readonly checkP99PairedRatio: number | null;
+  /** keygate CPU per usage-filter message over the token-by-token runs (median), µs. */
+  readonly tokenStreamCpuUsPerMessage: number | null;
+  /** Token-by-token streams whose usage keygate did not count (must be 0). */
+  readonly tokenStreamsUncounted: number;
   readonly targets: readonly Target[];
 }
 
@@ -324,6 +337,129 @@ async function measureRun(
   return { run, checks };
 }
 
+const PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
+const USAGE_RESPONSES = "keygate_usage_responses_total";
+
+function grpcFrame(message: Buffer): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(message.length, 1);
+  return Buffer.concat([prefix, message]);
+}
+
+/** The usage filter's messages for one Anthropic completion streamed token by token. */
+function tokenStreamMessages(): { headers: Buffer; delta: Buffer; last: Buffer } {
+  const observing = { observability_mode: true };
+  return {
+    headers: grpcFrame(
+      serializeProcessingRequest({
+        ...observing,
+        response_headers: {
+          headers: {
+            headers: [
+              { key: ":status", raw_value: Buffer.from("200") },
+              { key: "content-type", raw_value: Buffer.from("text/event-stream") },
+            ],
+          },
+        },
+        metadata_context: {
+          filter_metadata: {
+            "envoy.filters.http.ext_authz": stringStruct({
+              client_id: "token-stream",
+              auth_mode: "known",
+            }),
+          },
+        },
+        attributes: {
+          "envoy.filters.http.ext_proc": stringStruct({ "response.code_details": "via_upstream" }),
+        },
+      }),
+    ),
+    delta: grpcFrame(
+      serializeProcessingRequest({
+        ...observing,
+        response_body: {
+          body: Buffer.from(
+            sse("content_block_delta", {
+              type: "content_block_delta",
+              index: 0,
+              delta: { type: "text_delta", text: " token" },
+            }),
+          ),
+        },
+      }),
+    ),
+    last: grpcFrame(
+      serializeProcessingRequest({
+        ...observing,
+        response_body: {
+          body: Buffer.from(
+            sse("message_start", {
+              type: "message_start",
+              message: { model: BENCH_MODEL, usage: { input_tokens: 9, output_tokens: 1 } },
+            }) +
+              sse("message_delta", {
+                type: "message_delta",
+                usage: { output_tokens: 200 },
+              }),
+          ),
+          end_of_stream: true,
+        },
+      }),
+    ),
+  };
+}
+
+/**
+ * keygate's CPU per usage-filter message when many completions stream token by token at
+ * once (what a busy Apollo sends), straight to the Process method over one HTTP/2
+ * connection as Envoy holds it; each stream must have its usage counted.
+ */
+async function measureTokenStreams(
+  keygate: { pid: number; grpcPort: number; adminPort: number },
+  params: ResponseParams,
+): Promise<{ cpuUsPerMessage: number | null; uncounted: number }> {
+  const messages = tokenStreamMessages();
+  const session = http2.connect(`http://127.0.0.1:${keygate.grpcPort}`);
+  session.on("error", () => {});
+  const counted = (await seriesTotal(keygate.adminPort, USAGE_RESPONSES)) ?? 0;
+  const before = processCpuTicks(keygate.pid);
+  await Promise.all(
+    Array.from({ length: params.tokenStreams }, async () => {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": PROCESS_PATH,
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      stream.on("error", () => {});
+      stream.resume();
+      const closed = new Promise((resolve) => stream.once("close", resolve));
+      stream.write(messages.headers);
+      for (let index = 0; index < params.tokenEvents; index++) {
+        await sleep(params.tokenGapMs);
+        stream.write(messages.delta);
+      }
+      stream.end(messages.last);
+      await closed;
+    }),
+  );
+  const after = processCpuTicks(keygate.pid);
+  session.close();
+  // The usage is reported on the turn after the last chunk.
+  await sleep(100);
+  const uncounted =
+    params.tokenStreams -
+    (((await seriesTotal(keygate.adminPort, USAGE_RESPONSES)) ?? 0) - counted);
+  const perStream = params.tokenEvents + 2;
+  return {
+    cpuUsPerMessage:
+      before === null || after === null
+        ? null
+        : round((((after - before) / clockTicks()) * 1e6) / (params.tokenStreams * perStream), 1),
+    uncounted,
+  };
+}
+
 function skipped(params: ResponseParams, why: string): ResponseSectionResult {
   return {
     skipped: why,
@@ -333,6 +469,8 @@ function skipped(params: ResponseParams, why: string): ResponseSectionResult {
     runs: [],
     usageTokensRecorded: null,
     checkP99PairedRatio: null,
+    tokenStreamCpuUsPerMessage: null,
+    tokenStreamsUncounted: 0,
     targets: [],
   };
 }
@@ -445,13 +583,14 @@ function messagesStreamBody(): Buffer {
   );
 }
 
-async function usageTokensRecorded(adminPort: number): Promise<number | null> {
+/** A metric summed over all its labelled series on keygate's /metrics (null: none). */
+async function seriesTotal(adminPort: number, name: string): Promise<number | null> {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
   let total: number | null = null;
-  for (const match of text.matchAll(/^keygate_usage_tokens_total\{[^}]*\} ([0-9.e+]+)$/gm)) {
+  for (const match of text.matchAll(new RegExp(`^${name}\\{[^}]*\\} ([0-9.e+]+)$`, "gm"))) {
     total = (total ?? 0) + Number(match[1]);
   }
-  return total ?? (await metricValue(adminPort, "keygate_usage_tokens_total"));
+  return total;
 }
 
 export async function runResponseSection(
@@ -524,6 +663,15 @@ export async function runResponseSection(
         runs.push(run);
       }
     }
+    log(`response: ${params.tokenStreams} token-by-token streams at once straight to keygate, × 3`);
+    const tokenRuns: number[] = [];
+    let tokenStreamsUncounted = 0;
+    for (let repetition = 0; repetition < 3; repetition++) {
+      await awaitQuiet();
+      const { cpuUsPerMessage, uncounted } = await measureTokenStreams(keygate, params);
+      if (cpuUsPerMessage !== null) tokenRuns.push(cpuUsPerMessage);
+      tokenStreamsUncounted += uncounted;
+    }
     const configurations = summarise(runs);
     return {
       skipped: null,
@@ -531,13 +679,24 @@ export async function runResponseSection(
       envoyVersion,
       configurations,
       runs,
-      usageTokensRecorded: await usageTokensRecorded(keygate.adminPort),
+      usageTokensRecorded: await seriesTotal(keygate.adminPort, "keygate_usage_tokens_total"),
       checkP99PairedRatio: pairedMedian(runs, (off, on) =>
         off.checkP99Ms === null || on.checkP99Ms === null || off.checkP99Ms === 0
           ? null
           : on.checkP99Ms / off.checkP99Ms,
       ),
-      targets: responseTargets(runs, configurations, checks),
+      tokenStreamCpuUsPerMessage: tokenRuns.length === 0 ? null : round(median(tokenRuns), 1),
+      tokenStreamsUncounted,
+      targets: [
+        ...responseTargets(runs, configurations, checks),
+        target(
+          "response path: token-by-token streams whose usage keygate did not count",
+          tokenStreamsUncounted,
+          "<=",
+          0,
+          "streams",
+        ),
+      ],
     };
   } finally {
     for (const envoy of envoys.values()) await envoy.stop();

@@ -182,6 +182,9 @@ const RESPONSE_PARAMS: ResponseParams = QUICK
       checkRate: 200,
       warmupRequests: 100,
       repetitions: 1,
+      tokenStreams: 10,
+      tokenEvents: 50,
+      tokenGapMs: 5,
     }
   : {
       rate: 100,
@@ -192,6 +195,10 @@ const RESPONSE_PARAMS: ResponseParams = QUICK
       warmupRequests: 500,
       // Five pairs: one run's p50 moves by milliseconds on this shared machine.
       repetitions: 5,
+      // A busy Apollo: 50 completions streaming at once, 200 tokens each, 5 ms apart.
+      tokenStreams: 50,
+      tokenEvents: 200,
+      tokenGapMs: 5,
     };
 
 const SECTIONS = ["check", "scale", "hot-path", "hostile", "envoy", "response"] as const;
@@ -523,6 +530,8 @@ Envoy ${response.envoyVersion} from the pip wheel running envoy/envoy.yaml (the 
 ${markdownTable(responseTable(response))}
 
 keygate CPU the response path adds per streamed response (ext_proc on minus off, medians): **${added}**, for one headers message and one per body chunk Envoy reads (the stub writes ${p.deltas + 3} events apart in time, so about that many).
+
+Token by token: ${p.tokenStreams} completions streaming at once straight to keygate's Process method over one HTTP/2 connection, as the usage filter sends them (headers, ${p.tokenEvents} content deltas ${p.tokenGapMs} ms apart, the usage), × 3: keygate CPU **${response.tokenStreamCpuUsPerMessage ?? "n/a"} µs per message** (median); streams whose usage went uncounted: ${response.tokenStreamsUncounted}.
 
 Direct Check p99 with the response path / without as the median of the ${p.repetitions} paired runs' ratios (the target's method until 2026-12-03, not a target; one run's p99 is its tenth-slowest call): ${response.checkP99PairedRatio ?? "n/a"} ×.
 `;
