@@ -7,6 +7,8 @@
 import http2 from "node:http2";
 
 export const CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check";
+/** ext_proc's streaming method, which the response section calls straight (not through this client). */
+export const PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
 
 /** Call-level failure that is not a gRPC status (connection reset, stream error). */
 export const TRANSPORT_ERROR = -1;

@@ -18,7 +18,7 @@ import { findEnvoy } from "../scripts/find-envoy.mjs";
 import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
 import { type EnvoyProcess, startEnvoy } from "../test/helpers/envoy.js";
 import { serializeProcessingRequest, stringStruct } from "../test/helpers/ext-proc-protos.js";
-import { GrpcH2Channel } from "./grpc-h2-client.js";
+import { GrpcH2Channel, grpcFrame, PROCESS_PATH } from "./grpc-h2-client.js";
 import { generateKeystore } from "./keystore-fixture.js";
 import { processCpuTicks } from "./machine-load.js";
 import { awaitQuiet, clockTicks, startKeygateChild } from "./processes.js";
@@ -337,14 +337,7 @@ async function measureRun(
   return { run, checks };
 }
 
-const PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
 const USAGE_RESPONSES = "keygate_usage_responses_total";
-
-function grpcFrame(message: Buffer): Buffer {
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(message.length, 1);
-  return Buffer.concat([prefix, message]);
-}
 
 /** The usage filter's messages for one Anthropic completion streamed token by token. */
 function tokenStreamMessages(): { headers: Buffer; delta: Buffer; last: Buffer } {

@@ -45,20 +45,29 @@ function objectEnd(body: Buffer, start: number): number {
   return -1;
 }
 
+/**
+ * The `"usage":` keys of `text` whose value is an object closing within MAX_OBJECT_BYTES,
+ * from the last: [start, end) of each object. At most MAX_CANDIDATES keys are looked at.
+ */
+function* usageObjects(text: Buffer): Generator<readonly [start: number, end: number]> {
+  const key = '"usage":';
+  let from = text.length;
+  for (let tries = 0; tries < MAX_CANDIDATES && from > 0; tries++) {
+    const at = text.lastIndexOf(key, from - 1);
+    if (at === -1) return;
+    from = at;
+    if (!isKeyPosition(text, at)) continue;
+    let start = at + key.length;
+    while (isSpace(text[start])) start++;
+    if (text[start] !== 0x7b) continue;
+    const end = objectEnd(text, start);
+    if (end !== -1) yield [start, end];
+  }
+}
+
 /** The top-level `usage` object of a JSON body, or undefined. */
 export function findUsageObject(body: Buffer): Record<string, unknown> | undefined {
-  const key = '"usage":';
-  let from = body.length;
-  for (let tries = 0; tries < MAX_CANDIDATES && from > 0; tries++) {
-    const at = body.lastIndexOf(key, from - 1);
-    if (at === -1) return undefined;
-    from = at;
-    if (!isKeyPosition(body, at)) continue;
-    let start = at + key.length;
-    while (isSpace(body[start])) start++;
-    if (body[start] !== 0x7b) continue;
-    const end = objectEnd(body, start);
-    if (end === -1) continue;
+  for (const [start, end] of usageObjects(body)) {
     try {
       return JSON.parse(body.toString("utf8", start, end)) as Record<string, unknown>;
     } catch {
@@ -195,18 +204,8 @@ function closingDepth(text: Buffer, from: number): number {
  * top-level usage is absent, null, or starts before the tail) has no usage: undefined.
  */
 export function findTailUsage(tail: Buffer, depth: number): Record<string, unknown> | undefined {
-  const key = '"usage":';
-  let from = tail.length;
-  for (let tries = 0; tries < MAX_CANDIDATES && from > 0; tries++) {
-    const at = tail.lastIndexOf(key, from - 1);
-    if (at === -1) return undefined;
-    from = at;
-    if (!isKeyPosition(tail, at)) continue;
-    let start = at + key.length;
-    while (isSpace(tail[start])) start++;
-    if (tail[start] !== 0x7b) continue;
-    const end = objectEnd(tail, start);
-    if (end === -1 || closingDepth(tail, end) !== depth) continue;
+  for (const [start, end] of usageObjects(tail)) {
+    if (closingDepth(tail, end) !== depth) continue;
     try {
       return JSON.parse(tail.toString("utf8", start, end)) as Record<string, unknown>;
     } catch {

@@ -35,7 +35,6 @@ import {
   encodeProcessingResponse,
   HeaderSendMode,
   type Part,
-  type ProcessingMode,
   type ProcessingRequest,
 } from "./ext-proc-wire.js";
 import {
@@ -67,19 +66,7 @@ export interface ProcessServiceOptions {
   readonly now?: () => number;
 }
 
-function mode(responseBodyMode: number): ProcessingMode {
-  return {
-    requestHeaderMode: HeaderSendMode.SKIP,
-    responseHeaderMode: HeaderSendMode.SEND,
-    requestBodyMode: BodySendMode.NONE,
-    responseBodyMode,
-    requestTrailerMode: HeaderSendMode.SKIP,
-    responseTrailerMode: HeaderSendMode.SKIP,
-  };
-}
-
 /** Answers encoded once at start-up: most messages get one of these. */
-const BUFFER_THE_BODY = mode(BodySendMode.BUFFERED);
 const CONTINUE: Record<Part, Buffer> = Object.fromEntries(
   (
     [
@@ -92,10 +79,18 @@ const CONTINUE: Record<Part, Buffer> = Object.fromEntries(
     ] as const
   ).map((part) => [part, encodeProcessingResponse({ kind: "continue", part })]),
 ) as Record<Part, Buffer>;
+/** envoy.yaml's mode for the provider-errors filter, with this one response's body BUFFERED. */
 const HOLD_BODY = encodeProcessingResponse({
   kind: "continue",
   part: "response_headers",
-  modeOverride: BUFFER_THE_BODY,
+  modeOverride: {
+    requestHeaderMode: HeaderSendMode.SKIP,
+    responseHeaderMode: HeaderSendMode.SEND,
+    requestBodyMode: BodySendMode.NONE,
+    responseBodyMode: BodySendMode.BUFFERED,
+    requestTrailerMode: HeaderSendMode.SKIP,
+    responseTrailerMode: HeaderSendMode.SKIP,
+  },
 });
 
 /** What one stream is doing with its response's body. */
@@ -167,7 +162,10 @@ class ResponseStream implements StreamListener {
 
   /** The usage filter's messages: read, never answered (Envoy does not wait for them). */
   private observe(request: ProcessingRequest): void {
-    if (request.part === "response_headers") this.readHeaders(request);
+    if (request.part === "response_headers") {
+      this.readHeaders(request);
+      this.planUsage(request);
+    }
     if (request.part !== "response_body" || this.plan.kind !== "usage") return;
     this.plan.reader.push(request.body);
     // Parsing a JSON body (up to 1 MiB) waits for the next turn.
@@ -185,12 +183,11 @@ class ResponseStream implements StreamListener {
     return CONTINUE[request.part as Part];
   }
 
-  /** Who the response belongs to, as keygate's Check recorded it; and, for usage, the plan. */
+  /** Who the response belongs to, as keygate's Check recorded it. */
   private readHeaders(request: ProcessingRequest): void {
     this.clientId = request.metadata.get("client_id") ?? "";
     this.authMode = request.metadata.get("auth_mode") ?? "";
     this.requestId = request.attributes.get(REQUEST_ID_ATTRIBUTE) ?? "";
-    if (request.observabilityMode) this.planUsage(request);
   }
 
   /**

@@ -7,7 +7,7 @@
  * a streamed body from a buffered one.
  */
 import { createServer, type IncomingHttpHeaders } from "node:http";
-import type { AddressInfo } from "node:net";
+import { listenOnLoopback } from "./loopback-server.js";
 
 export interface Script {
   readonly status: number;
@@ -224,18 +224,6 @@ export async function startProviderStub(): Promise<ProviderStub> {
       res.end();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  return {
-    port,
-    played,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.closeAllConnections();
-        server.close((error) => (error ? reject(error) : resolve()));
-      }),
-  };
+  const { port, close } = await listenOnLoopback(server);
+  return { port, played, close };
 }

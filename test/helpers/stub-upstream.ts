@@ -5,7 +5,7 @@
  * see what the upstream saw, and that denied requests never reached it.
  */
 import { createServer, type IncomingHttpHeaders } from "node:http";
-import type { AddressInfo } from "node:net";
+import { listenOnLoopback } from "./loopback-server.js";
 
 export interface RecordedRequest {
   readonly method: string;
@@ -45,18 +45,6 @@ export async function startStubUpstream(): Promise<StubUpstream> {
       res.end(payload);
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  return {
-    port,
-    requests,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.closeAllConnections();
-        server.close((error) => (error ? reject(error) : resolve()));
-      }),
-  };
+  const { port, close } = await listenOnLoopback(server);
+  return { port, requests, close };
 }

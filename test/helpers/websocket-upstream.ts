@@ -7,7 +7,8 @@
  */
 import { createHash } from "node:crypto";
 import { createServer } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { Socket } from "node:net";
+import { listenOnLoopback } from "./loopback-server.js";
 import type { RecordedRequest, StubUpstream } from "./stub-upstream.js";
 
 /** RFC 6455 §1.3: appended to Sec-WebSocket-Key before hashing. */
@@ -54,19 +55,14 @@ export async function startWebSocketUpstream(): Promise<StubUpstream> {
     if (head.length > 0) socket.write(head);
     socket.pipe(socket);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
+  const listening = await listenOnLoopback(server);
   return {
-    port,
+    port: listening.port,
     requests,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        for (const socket of sockets) socket.destroy();
-        server.closeAllConnections();
-        server.close((error) => (error ? reject(error) : resolve()));
-      }),
+    close: () => {
+      // Upgraded sockets are no longer the HTTP server's to close.
+      for (const socket of sockets) socket.destroy();
+      return listening.close();
+    },
   };
 }
