@@ -96,7 +96,7 @@ export async function startKeygate(
     logger,
     flushIntervalMs: USAGE_FLUSH_MS,
   });
-  const budgets = startBudgets({
+  const budgets = await startBudgets({
     redisUrl: config.usageRedisUrl,
     logger,
     registry: metrics.registry,

@@ -7,16 +7,19 @@
 import { ConfigError, loadConfig } from "../config.js";
 import { generateMasterKey } from "../crypto/aes-gcm.js";
 import { hashToken } from "../crypto/token-hash.js";
-import { DEFAULTS_AAD, KeystoreEditError } from "../keystore/edit/keystore-editor.js";
+import { KeystoreEditError } from "../keystore/edit/edit-error.js";
+import { DEFAULTS_AAD } from "../keystore/format/model.js";
 import { quoted } from "../shown-text.js";
 import { DetailedError, out, parseCommand, stringValue, UsageError } from "./args.js";
-import { keystoreCommand } from "./keystore-commands.js";
 import { readSecretFromStdin } from "./read-stdin.js";
-import { readUpstreamKey, seal, sealingKey } from "./upstream-key-input.js";
 import { USAGE } from "./usage.js";
-import { usageCommand } from "./usage-command.js";
+
+// Each command's modules are loaded when it runs: `serve` never loads the keystore editor
+// (and the yaml package), the usage report or the upstream-key prompts, which would stay
+// in the server's heap for its whole life; the other commands start without the gRPC stack.
 
 async function encrypt(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { readUpstreamKey, seal, sealingKey } = await import("./upstream-key-input.js");
   const parsed = parseCommand("encrypt", args, {
     client: { type: "string" },
     defaults: { type: "boolean" },
@@ -40,14 +43,17 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Prom
     switch (command) {
       case "serve": {
         parseCommand("serve", rest, {});
-        // Loaded only here: the other commands start faster without the gRPC stack.
         const { serve } = await import("./serve.js");
         return await serve(env);
       }
-      case "keystore":
+      case "keystore": {
+        const { keystoreCommand } = await import("./keystore-commands.js");
         return await keystoreCommand(rest, env);
-      case "usage":
+      }
+      case "usage": {
+        const { usageCommand } = await import("./usage-command.js");
         return await usageCommand(rest, env);
+      }
       case "hash":
         parseCommand("hash", rest, {});
         out(hashToken(await readSecretFromStdin("token")));

@@ -12,7 +12,7 @@ function usage(inputTokens: number) {
 
 test("status lists at most 100 budgeted clients, the most spent first, and counts them all", async (t) => {
   const registry = new Registry();
-  const budgets = startBudgets({ redisUrl: null, logger: createLogger("silent"), registry });
+  const budgets = await startBudgets({ redisUrl: null, logger: createLogger("silent"), registry });
   t.teardown(() => budgets.close());
   const { counters } = budgets;
   for (let i = 0; i < 150; i++) {
@@ -36,7 +36,7 @@ test("status lists at most 100 budgeted clients, the most spent first, and count
 
 test("the budget gauges read the status at scrape time", async (t) => {
   const registry = new Registry();
-  const budgets = startBudgets({ redisUrl: null, logger: createLogger("silent"), registry });
+  const budgets = await startBudgets({ redisUrl: null, logger: createLogger("silent"), registry });
   t.teardown(() => budgets.close());
   budgets.counters.record("a", usage(10), Date.now());
   budgets.counters.spent("a", { tokens: 5, per: "month" }, Date.now());
