@@ -1,9 +1,10 @@
 /**
  * The "envoy" section (issue 9): cost per request through a real Envoy. Envoy from the
  * pip wheel (`--concurrency 1`) runs envoy/envoy.yaml's ext_authz settings in front of a
- * `direct_response` 200 (no upstream process), in three configurations: no ext_authz at
- * all, keygate, and a compiled reference ext_authz server (bench/go-authz, grpc-go +
- * go-control-plane, the same SHA-256 + lookup + header mutations). h2load over HTTP/1.1
+ * `direct_response` 200 (no upstream process), in four configurations: no ext_authz at
+ * all, keygate, keygate's gRPC layer answering a fixed allow (the Node floor), and a
+ * compiled reference ext_authz server (bench/go-authz, grpc-go + go-control-plane, the
+ * same SHA-256 + lookup + header mutations). h2load over HTTP/1.1
  * sends a 2 KB Messages body with a known token in Authorization: closed-loop for
  * throughput and CPU per request (/proc/<pid>/stat of Envoy and of the authz server
  * apart), open-loop at a fixed rate for p50/p99; configurations interleaved, medians.
@@ -30,6 +31,7 @@ import {
   memoryOf,
   resetPeakRss,
   SYNC_WORKER_RETIRED_MS,
+  startFloorChild,
   startKeygateChild,
 } from "./processes.js";
 import { type Target, target } from "./report.js";
@@ -51,7 +53,13 @@ export interface EnvoyParams {
   readonly repetitions: number;
 }
 
-export const CONFIGURATIONS = ["none", "keygate", "go"] as const;
+/**
+ * "floor" is bench/floor-server.ts: keygate's own gRPC layer answering every Check with
+ * one fixed allow, with keygate's Node flags. Beside keygate it splits keygate's cost
+ * into what Node and the gRPC layer take and what the decision adds; beside Go it shows
+ * what a Node process costs before any decision.
+ */
+export const CONFIGURATIONS = ["none", "keygate", "floor", "go"] as const;
 export type Configuration = (typeof CONFIGURATIONS)[number];
 
 export interface EnvoyRun {
@@ -279,6 +287,8 @@ async function startBenchEnvoy(
   bin: string,
   authzPort: number | null,
   authorization: string,
+  /** The floor allows every request: its probe checks only the allow. */
+  deniesUnknown = true,
 ): Promise<RunningEnvoy> {
   const ports = { listen: await freePort(), admin: await freePort(), unused: await freePort() };
   const dir = mkdtempSync(path.join(tmpdir(), "keygate-bench-envoy-"));
@@ -320,7 +330,7 @@ async function startBenchEnvoy(
           body: "{}",
         });
         await bad.arrayBuffer();
-        if (good.status === 200 && (authzPort === null || bad.status === 401)) {
+        if (good.status === 200 && (authzPort === null || !deniesUnknown || bad.status === 401)) {
           return { ...proc, url, dir };
         }
       }
@@ -498,9 +508,11 @@ export async function runEnvoySection(
   });
   const keygateReadyAt = performance.now();
   const goServer = await startGoAuthz(goAuthz, keysPath);
+  const floor = await startFloorChild();
   const authzPid: Record<Configuration, number | null> = {
     none: null,
     keygate: keygate.pid,
+    floor: floor.pid,
     go: goServer.pid,
   };
   const envoys: Partial<Record<Configuration, RunningEnvoy>> = {};
@@ -509,6 +521,7 @@ export async function runEnvoySection(
   try {
     envoys.none = await startBenchEnvoy(envoyBin, null, authorization);
     envoys.keygate = await startBenchEnvoy(envoyBin, keygate.grpcPort, authorization);
+    envoys.floor = await startBenchEnvoy(envoyBin, floor.grpcPort, authorization, false);
     envoys.go = await startBenchEnvoy(envoyBin, goServer.port, authorization);
 
     const envoyOf = (configuration: Configuration): RunningEnvoy => {
@@ -663,6 +676,7 @@ export async function runEnvoySection(
       rmSync(envoy.dir, { recursive: true, force: true });
     }
     await goServer.stop();
+    await floor.stop();
     await keygate.stop();
     rmSync(fixture.dir, { recursive: true, force: true });
   }
@@ -724,7 +738,9 @@ export function envoyTable(result: EnvoySectionResult): string[][] {
       ? "no ext_authz"
       : configuration === "go"
         ? "Go reference (grpc-go)"
-        : "keygate";
+        : configuration === "floor"
+          ? "Node floor (keygate's gRPC layer, fixed allow)"
+          : "keygate";
   const openRate = result.params.openRate;
   return [
     [
