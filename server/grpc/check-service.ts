@@ -18,6 +18,7 @@ import type { Logger } from "../logger.js";
 import type { BudgetCounters } from "../usage/budget-counters.js";
 import type { LastUseRecorder } from "../usage/last-use-recorder.js";
 import { encodeCheckResponse } from "./check-response-wire.js";
+import { EncodedAllows } from "./encoded-allows.js";
 import type { UnaryHandler } from "./grpc-server.js";
 import { lookupCredential } from "./lookup-credential.js";
 import { readBodyInSlices } from "./read-body-in-slices.js";
@@ -51,9 +52,10 @@ const THROTTLED = { kind: "throttled" } as const;
 export function createCheckService(deps: CheckServiceDeps): UnaryHandler {
   const now = deps.now ?? Date.now;
   const spent = deps.budgets?.spent.bind(deps.budgets);
+  const allows = new EncodedAllows();
 
-  /** Every phase after reading the body; never throws. */
-  function respond(attributes: CheckAttributes, body: BodyView, started: bigint): CheckResponse {
+  /** Every phase after reading the body, to the framed response; never throws. */
+  function respond(attributes: CheckAttributes, body: BodyView, started: bigint): Buffer {
     const generation = deps.keystore.generationId;
     const context = { requestId: attributes.requestId, generation };
     try {
@@ -74,14 +76,17 @@ export function createCheckService(deps: CheckServiceDeps): UnaryHandler {
         now: at,
         spent,
       });
-      const response = buildResponse(decision, deps.responseOptions, context);
+      const encode = () =>
+        encodeCheckResponse(buildResponse(decision, deps.responseOptions, context));
+      const response =
+        decision.outcome === "allow" ? allows.get(decision, generation, encode) : encode();
       if (decision.outcome === "allow" && decision.clientId !== null)
         deps.usage?.record(decision.clientId, at);
       deps.throttle?.observe(attributes, decision, at);
       recordDecision(deps, { attributes, policy, lookup, decision, started });
       return response;
     } catch (error) {
-      return failed(attributes, error);
+      return encodeCheckResponse(failed(attributes, error));
     }
   }
 
@@ -105,9 +110,9 @@ export function createCheckService(deps: CheckServiceDeps): UnaryHandler {
     }
     if (body instanceof Promise)
       return body.then(
-        (view) => encodeCheckResponse(respond(attributes, view, started)),
+        (view) => respond(attributes, view, started),
         (error: unknown) => encodeCheckResponse(failed(attributes, error)),
       );
-    return encodeCheckResponse(respond(attributes, body, started));
+    return respond(attributes, body, started);
   };
 }
