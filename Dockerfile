@@ -38,6 +38,8 @@ RUN --mount=type=cache,target=/root/.npm \
 COPY tsconfig.json tsconfig.build.json ./
 COPY schemas ./schemas
 COPY server ./server
+# npm run build also compiles the schemas' validators into dist/validators.
+COPY scripts/compile-validators.mjs ./scripts/
 RUN npm run build \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 

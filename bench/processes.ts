@@ -51,6 +51,14 @@ export function buildForBench(): BuildStatus {
       timeout: BUILD_TIMEOUT_MS,
     },
   );
+  // The schemas' validators, as `npm run build` compiles them (server/paths.ts loads them).
+  const validators = spawnSync(
+    process.execPath,
+    [path.join(PROJECT_ROOT, "scripts", "compile-validators.mjs")],
+    { cwd: PROJECT_ROOT, encoding: "utf8", timeout: BUILD_TIMEOUT_MS },
+  );
+  if (validators.status !== 0)
+    throw new Error(`compile-validators failed:\n${validators.stdout}${validators.stderr}`);
   const diagnostics = `${result.stdout ?? ""}${result.stderr ?? ""}`.trim();
   for (const entry of [KEYGATE_CLI, FLOOR_SERVER, LOAD_GENERATOR]) {
     if (!existsSync(entry)) throw new Error(`build did not emit ${entry}:\n${diagnostics}`);

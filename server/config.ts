@@ -4,9 +4,8 @@
  * Nothing on the request path reads the environment.
  */
 import { readFileSync } from "node:fs";
-import { Ajv } from "ajv";
 import { MasterKeyError, type MasterKeys, parseMasterKeys } from "./crypto/aes-gcm.js";
-import { readSchema } from "./paths.js";
+import { compiledValidator } from "./paths.js";
 
 export const MODES = ["enforce", "recognize", "dry-run", "off"] as const;
 export type Mode = (typeof MODES)[number];
@@ -104,18 +103,10 @@ export class ConfigError extends Error {
   }
 }
 
-// verbose: an error carries the property's schema, so its errorMessage can be shown.
-const ajv = new Ajv({
-  allErrors: false,
-  strict: true,
-  useDefaults: true,
-  coerceTypes: true,
-  verbose: true,
-});
-// A property's errorMessage is the line printed when its value breaks any of its rules: the
-// annotation keystore.schema.json uses too (read by keygate, not ajv-errors).
-ajv.addKeyword({ keyword: "errorMessage", schemaType: "string" });
-const validateEnv = ajv.compile<ConfigVariables>(readSchema("config.schema.json"));
+// Compiled at build time with defaults filled in, numbers coerced from the environment's
+// strings, and verbose errors: an error carries the property's schema, so its errorMessage
+// (the line printed when its value breaks any of its rules) can be shown.
+const validateEnv = compiledValidator<ConfigVariables>("config");
 
 function pickKeygateVars(env: NodeJS.ProcessEnv): Record<string, string> {
   const picked: Record<string, string> = {};

@@ -1,9 +1,12 @@
 /**
  * Where keygate's shipped files live, whether it runs from source (tsx) or from dist/.
  */
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { ValidateFunction } from "ajv";
 
 function findProjectRoot(start: string): string {
   let dir = start;
@@ -24,4 +27,26 @@ export function readSchema(name: string): Record<string, unknown> {
     string,
     unknown
   >;
+}
+
+/**
+ * The validator `npm run build` compiled from schemas/<name>.schema.json
+ * (scripts/compile-validators.mjs): no ajv import or schema compile at run time.
+ * @throws Error when it is missing, or its schema has changed since (run npm run build).
+ */
+export function compiledValidator<T>(
+  name: "keystore" | "config",
+  root: string = PROJECT_ROOT,
+): ValidateFunction<T> {
+  const schema = `schemas/${name}.schema.json`;
+  const file = path.join(root, "dist", "validators", `${name}.cjs`);
+  if (!existsSync(file)) throw new Error(`keygate: ${file} is missing: run npm run build`);
+  const compiled = createRequire(import.meta.url)(file) as {
+    readonly default: ValidateFunction<T>;
+    readonly schemaSha256: string;
+  };
+  const text = readFileSync(path.join(root, schema), "utf8");
+  if (createHash("sha256").update(text).digest("hex") !== compiled.schemaSha256)
+    throw new Error(`keygate: ${schema} changed since ${file} was compiled: run npm run build`);
+  return compiled.default;
 }

@@ -2,8 +2,9 @@
  * What `keygate serve` loads stays in its heap for the server's whole life (an ES module
  * is never unloaded), so the server's static import graph must leave out what only other
  * commands or optional features need: the CLI editor and the yaml package, the usage
- * report, and ioredis (loaded when KEYGATE_USAGE_REDIS_URL is set). The reload worker is
- * started from its own entry point and is not part of this graph.
+ * report, ioredis (loaded when KEYGATE_USAGE_REDIS_URL is set) and ajv (the validators
+ * are compiled by npm run build). The reload worker is started from its own entry point
+ * and is not part of this graph.
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -36,13 +37,14 @@ function staticGraph(entries: readonly string[]): { files: Set<string>; packages
   return { files, packages };
 }
 
-test("keygate serve loads neither the CLI editor, yaml, proper-lockfile nor ioredis", (t) => {
+test("keygate serve loads neither the CLI editor, yaml, proper-lockfile, ioredis nor ajv", (t) => {
   const { files, packages } = staticGraph(["server/cli/main.ts", "server/cli/serve.ts"]);
   // The walk itself works: the Check path and its libraries are found.
   t.true(files.has("server/grpc/check-service.ts"));
   t.true(files.has("server/usage/budgets.ts"));
   t.true(packages.has("prom-client") && packages.has("better-sqlite3"));
-  for (const unwanted of ["yaml", "proper-lockfile", "ioredis", "js-yaml"]) {
+  // ajv too: the schemas' validators are compiled by npm run build (server/paths.ts).
+  for (const unwanted of ["yaml", "proper-lockfile", "ioredis", "js-yaml", "ajv", "ajv-formats"]) {
     t.false(packages.has(unwanted), `${unwanted} is in keygate serve's static import graph`);
   }
   const cliOnly = [...files].filter(

@@ -7,10 +7,8 @@
  * one pass. Positions are looked up only when there is something to report.
  * Pure apart from readKeystoreFile, which reads through read-text.ts; never prints a secret.
  */
-import { Ajv } from "ajv";
-import addFormats from "ajv-formats";
 import type { MasterKeys } from "../../crypto/aes-gcm.js";
-import { readSchema } from "../../paths.js";
+import { compiledValidator } from "../../paths.js";
 import { quoted, scrubbed, shortened, withoutSecrets } from "../../shown-text.js";
 import {
   type Budget,
@@ -94,21 +92,13 @@ export interface Anchor {
   readonly atKey?: boolean;
 }
 
-// Non-standard keywords that yaml-language-server also shows in editors, so operators
-// read the same message in their editor and in `keygate keystore check`.
-const MESSAGE_KEYWORDS = ["errorMessage", "patternErrorMessage"] as const;
-
 /**
- * The keystore schema compiled to a validator that collects every error with its data,
- * for the report; on a valid file it costs what a stop-at-first-error one does.
+ * The keystore schema's validator, compiled at build time with every error collected with
+ * its data, for the report; on a valid file it costs what a stop-at-first-error one does.
+ * The schema's errorMessage/patternErrorMessage annotations, which yaml-language-server
+ * also shows in editors, word the issues (schema-issues.ts).
  */
-const validateShape = (() => {
-  const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
-  ajv.addVocabulary([...MESSAGE_KEYWORDS]);
-  // ajv-formats is CommonJS: under NodeNext its default export is the module object.
-  addFormats.default(ajv, ["date-time"]);
-  return ajv.compile<RawKeystore>(readSchema("keystore.schema.json"));
-})();
+const validateShape = compiledValidator<RawKeystore>("keystore");
 
 const BOM = "\uFEFF";
 

@@ -11,7 +11,8 @@
  * (one transaction per change set) → lookup (one prepared statement per Check).
  *
  * Adding a field to a client touches, in order:
- *   1. schemas/keystore.schema.json: the property, its type and its errorMessage;
+ *   1. schemas/keystore.schema.json: the property, its type and its errorMessage (then
+ *      `npm run build`, which compiles its validator: keygate refuses a stale one);
  *   2. this file: KeystoreClient, and TokenMatch if a Check reads it;
  *   3. format/load.ts: RawClient and toClient;
  *   4. store/client-record.ts: ClientRecord, recordOf and toMatch (the record is JSON,
