@@ -1,22 +1,10 @@
-/**
- * Property test of the whole Check path (decode → … → respond → encode) against a real SQLite
- * keystore: for arbitrary headers and bodies, never a crash, never an allow in enforce
- * mode without the valid token, and every denial a typed, schema-valid body.
- */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { Ajv } from "ajv";
 import test from "ava";
 import fc from "fast-check";
-import { createMetrics } from "../../server/admin/metrics.js";
 import type { CheckResponse } from "../../server/auth/build-response.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { createCheckService } from "../../server/grpc/check-service.js";
-import { KeystoreManager } from "../../server/keystore/reload/keystore-manager.js";
-import { KeystoreStore } from "../../server/keystore/store/store.js";
-import { createLogger } from "../../server/logger.js";
 import { readSchema } from "../../server/paths.js";
+import { checkServiceOn } from "../helpers/check-service.js";
 import { deserializeCheckResponse, serializeCheckRequest } from "../helpers/envoy-protos.js";
 
 const VALID = "kg-property-valid-token";
@@ -24,34 +12,10 @@ const UPSTREAM = "sk-ant-held-upstream";
 const validateDenial = new Ajv().compile(readSchema("denial.schema.json"));
 
 async function checkHandler() {
-  const dir = mkdtempSync(path.join(tmpdir(), "keygate-prop-"));
-  const keystorePath = path.join(dir, "keystore.yaml");
-  writeFileSync(
-    keystorePath,
+  const { service } = await checkServiceOn(
     `version: 1\nclients:\n  - id: only\n    tokens:\n      - sha256: ${hashToken(VALID)}\n    upstream_key: env:PROP_UPSTREAM\n`,
+    { PROP_UPSTREAM: UPSTREAM },
   );
-  const logger = createLogger("silent");
-  const store = KeystoreStore.open(path.join(dir, "keystore.db"));
-  const keystore = new KeystoreManager(store, {
-    path: keystorePath,
-    dbPath: path.join(dir, "keystore.db"),
-    masterKeys: new Map(),
-    env: { PROP_UPSTREAM: UPSTREAM },
-    requireClients: true,
-    logger,
-  });
-  await keystore.reload();
-  const service = createCheckService({
-    mode: "enforce",
-    responseOptions: {
-      upstreamHeader: "x-api-key",
-      clientIdHeader: "x-client-id",
-      metadataUpstreamKey: false,
-    },
-    keystore,
-    logger,
-    metrics: createMetrics(),
-  });
   // Bytes in and out as on the wire; the reference protos encode and decode.
   return (request: unknown): CheckResponse => {
     const framed = service(serializeCheckRequest(request));

@@ -4,17 +4,11 @@
  * upstream key, a disabled client, and a new generation number even when nothing about
  * the client changed.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { writeFileSync } from "node:fs";
 import test from "ava";
-import { createMetrics } from "../../server/admin/metrics.js";
 import type { CheckResponse } from "../../server/auth/build-response.js";
 import { hashToken } from "../../server/crypto/token-hash.js";
-import { createCheckService } from "../../server/grpc/check-service.js";
-import { KeystoreManager } from "../../server/keystore/reload/keystore-manager.js";
-import { KeystoreStore } from "../../server/keystore/store/store.js";
-import { createLogger } from "../../server/logger.js";
+import { checkServiceOn } from "../helpers/check-service.js";
 import { deserializeCheckResponse, serializeCheckRequest } from "../helpers/envoy-protos.js";
 
 const TOKEN = "kg-allow-cache-token";
@@ -30,36 +24,11 @@ ${disabled ? "    disabled: true\n" : ""}`;
 }
 
 test("a reload's new key, generation and disabled client show in the next Check", async (t) => {
-  const dir = mkdtempSync(path.join(tmpdir(), "keygate-allow-cache-"));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const keystorePath = path.join(dir, "keystore.yaml");
-  writeFileSync(keystorePath, keystoreText("KEY_A"));
-  const logger = createLogger("silent");
-  const store = KeystoreStore.open(path.join(dir, "keystore.db"));
-  const keystore = new KeystoreManager(store, {
-    path: keystorePath,
-    dbPath: path.join(dir, "keystore.db"),
-    masterKeys: new Map(),
-    env: { KEY_A: "sk-ant-first-key", KEY_B: "sk-ant-second-key" },
-    requireClients: true,
-    logger,
+  const { service, keystore, keystorePath, close } = await checkServiceOn(keystoreText("KEY_A"), {
+    KEY_A: "sk-ant-first-key",
+    KEY_B: "sk-ant-second-key",
   });
-  t.teardown(async () => {
-    await keystore.close();
-    store.close();
-  });
-  t.is((await keystore.reload()).result, "applied");
-  const service = createCheckService({
-    mode: "enforce",
-    responseOptions: {
-      upstreamHeader: "x-api-key",
-      clientIdHeader: "x-client-id",
-      metadataUpstreamKey: false,
-    },
-    keystore,
-    logger,
-    metrics: createMetrics(),
-  });
+  t.teardown(close);
   const request = serializeCheckRequest({
     attributes: {
       request: {

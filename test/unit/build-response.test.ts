@@ -1,9 +1,9 @@
 import { Ajv } from "ajv";
 import test from "ava";
 import { buildResponse, type CheckResponse } from "../../server/auth/build-response.js";
-import type { Decision } from "../../server/auth/decide.js";
 import { DENIAL_REASONS, DENIAL_TYPES, type DenialReason } from "../../server/errors.js";
 import { readSchema } from "../../server/paths.js";
+import { allowDecision } from "../helpers/check-service.js";
 
 const OPTIONS = {
   upstreamHeader: "x-api-key",
@@ -13,17 +13,7 @@ const OPTIONS = {
 const CONTEXT = { requestId: "req-1", generation: 7 };
 const validateDenial = new Ajv().compile(readSchema("denial.schema.json"));
 
-function allow(partial: Partial<Extract<Decision, { outcome: "allow" }>>): Decision {
-  return {
-    outcome: "allow",
-    authMode: "known",
-    clientId: "c1",
-    upstreamKey: "sk-up",
-    forward: [],
-    wouldDeny: null,
-    ...partial,
-  };
-}
+const allow = allowDecision;
 
 function headersOf(response: CheckResponse): Record<string, string> {
   return Object.fromEntries(

@@ -1,20 +1,11 @@
 import test from "ava";
 import type { Decision } from "../../server/auth/decide.js";
 import { EncodedAllows } from "../../server/grpc/encoded-allows.js";
+import { allowDecision } from "../helpers/check-service.js";
 
 type Allow = Extract<Decision, { outcome: "allow" }>;
 
-function allow(partial: Partial<Allow> = {}): Allow {
-  return {
-    outcome: "allow",
-    authMode: "known",
-    clientId: "c1",
-    upstreamKey: "sk-up",
-    forward: [],
-    wouldDeny: null,
-    ...partial,
-  };
-}
+const allow = allowDecision;
 
 /** A cache and a counter of the encodings it asked for. */
 function counted(): { allows: EncodedAllows; encode: () => Buffer; calls: () => number } {
