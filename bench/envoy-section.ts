@@ -18,10 +18,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { parseDocument } from "yaml";
 import { findEnvoy } from "../scripts/find-envoy.mjs";
-import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
 import { freePort } from "../test/helpers/local-process.js";
+import { benchEnvoyDocument, HCM, isExtProc } from "./envoy-config.js";
 import { generateKeystore } from "./keystore-fixture.js";
 import { processCpuTicks } from "./machine-load.js";
 import {
@@ -215,42 +214,19 @@ async function startGoAuthz(binary: string, keysPath: string): Promise<Proc & { 
 
 /** envoy.yaml for the bench: direct_response 200 routes, no access log or rate limit. */
 function benchConfig(authzPort: number | null, ports: EnvoyPorts): string {
-  const rendered = renderEnvoyConfig({
-    listenPort: ports.listen,
-    adminPort: ports.admin,
-    keygatePort: authzPort ?? ports.unused,
-    upstreamPort: ports.unused,
-  });
-  const doc = parseDocument(rendered);
-  const hcm = [
-    "static_resources",
-    "listeners",
-    0,
-    "filter_chains",
-    0,
-    "filters",
-    0,
-    "typed_config",
-  ];
-  doc.deleteIn([...hcm, "access_log"]);
-  const filters = doc.getIn([...hcm, "http_filters"]) as {
-    toJSON(): { name: string; typed_config?: Record<string, unknown> }[];
-  };
-  const list = filters.toJSON();
-  for (let index = list.length - 1; index >= 0; index--) {
-    const name = list[index]?.name;
-    // The provider-errors filter is wrapped in an ExtensionWithMatcher.
-    const config = JSON.stringify(list[index]?.typed_config ?? {});
-    // The ext_proc filters (the response path, issue 11) have their own section
-    // ("response"): here the comparison is the authorization's cost, which the Go
-    // reference also pays.
-    const drop =
-      name === "envoy.filters.http.local_ratelimit" ||
-      config.includes(".ext_proc.v3.ExternalProcessor") ||
-      (authzPort === null && name === "envoy.filters.http.ext_authz");
-    if (drop) doc.deleteIn([...hcm, "http_filters", index]);
-  }
-  const routes = [...hcm, "route_config", "virtual_hosts", 0, "routes"];
+  // The ext_proc filters (the response path, issue 11) have their own section ("response"):
+  // here the comparison is the authorization's cost, which the Go reference also pays.
+  const { doc } = benchEnvoyDocument(
+    {
+      listenPort: ports.listen,
+      adminPort: ports.admin,
+      keygatePort: authzPort ?? ports.unused,
+      upstreamPort: ports.unused,
+    },
+    (filter) =>
+      isExtProc(filter) || (authzPort === null && filter.name === "envoy.filters.http.ext_authz"),
+  );
+  const routes = [...HCM, "route_config", "virtual_hosts", 0, "routes"];
   const count = (doc.getIn(routes) as { toJSON(): unknown[] }).toJSON().length;
   for (let index = 0; index < count; index++) {
     doc.deleteIn([...routes, index, "route"]);

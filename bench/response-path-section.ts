@@ -13,11 +13,10 @@
 import http from "node:http";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { parseDocument } from "yaml";
 import { findEnvoy } from "../scripts/find-envoy.mjs";
-import { renderEnvoyConfig } from "../scripts/render-envoy-config.mjs";
 import { type EnvoyProcess, startEnvoy } from "../test/helpers/envoy.js";
 import { serializeProcessingRequest, stringStruct } from "../test/helpers/ext-proc-protos.js";
+import { benchEnvoyDocument, isExtProc } from "./envoy-config.js";
 import { GrpcH2Channel, grpcFrame, PROCESS_PATH } from "./grpc-h2-client.js";
 import { generateKeystore } from "./keystore-fixture.js";
 import { processCpuTicks } from "./machine-load.js";
@@ -94,9 +93,6 @@ export interface ResponseSectionResult {
 }
 
 const REQUEST_PATH = "/v1/messages";
-const EXT_PROC_TYPE =
-  "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor";
-const HCM = ["static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config"];
 /** The whole streamed response must arrive, or the run counts it as incomplete. */
 const MESSAGE_STOP = "event: message_stop";
 
@@ -165,29 +161,12 @@ async function startStreamingProvider(
 
 /** envoy.yaml as shipped, minus the access log and rate limit, optionally minus both ext_proc filters. */
 function responseConfig(keygatePort: number, upstreamPort: number, extProc: boolean): string {
-  const rendered = renderEnvoyConfig({
-    listenPort: 0,
-    adminPort: 0,
-    keygatePort,
-    upstreamPort,
-  });
-  const doc = parseDocument(rendered);
-  doc.deleteIn([...HCM, "access_log"]);
-  const filters = (
-    doc.getIn([...HCM, "http_filters"]) as {
-      toJSON(): { name: string; typed_config?: Record<string, unknown> }[];
-    }
-  ).toJSON();
-  // Either filter may be wrapped (the provider-errors one sits in an ExtensionWithMatcher).
-  const isExtProc = filters.map((filter) => JSON.stringify(filter).includes(EXT_PROC_TYPE));
-  if (!isExtProc.includes(true))
+  const { doc, filters } = benchEnvoyDocument(
+    { listenPort: 0, adminPort: 0, keygatePort, upstreamPort },
+    (filter) => !extProc && isExtProc(filter),
+  );
+  if (!filters.some(isExtProc))
     throw new Error("envoy/envoy.yaml has no ext_proc filter to measure");
-  for (let index = filters.length - 1; index >= 0; index--) {
-    const name = filters[index]?.name;
-    if (name === "envoy.filters.http.local_ratelimit" || (!extProc && isExtProc[index])) {
-      doc.deleteIn([...HCM, "http_filters", index]);
-    }
-  }
   return doc.toString({ lineWidth: 0 });
 }
 
